@@ -1,0 +1,396 @@
+"""``Tensor``: an array (NumPy or CuPy) plus what reverse mode needs.
+
+A Tensor made by the user is a *leaf*; a Tensor returned by an op records the op as its
+``creator``. ``backward()`` walks those records (see ``engine.py``) and accumulates
+gradients into ``leaf.grad`` for every leaf with ``requires_grad=True``.
+
+The operators (``+``, ``@``, ``[]``, ...) are defined here, statically, and call the ops in
+``minitransformer.functional``. That package sits *below* this one (design §2), so it is
+imported when the first operator runs rather than when this module loads: the one deliberate
+upward reference in the layering, checked by ``tests/test_layering.py``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+
+from .. import backend
+from . import engine
+
+__all__ = ["Tensor", "as_tensor", "ones", "ones_like", "randn", "tensor", "zeros", "zeros_like"]
+
+
+def _functional() -> Any:
+    from .. import functional  # deferred: functional imports this module (see docstring)
+
+    return functional
+
+
+def _is_array(a: Any) -> bool:
+    return isinstance(a, np.ndarray) or type(a).__module__.startswith("cupy")
+
+
+class Tensor:
+    """An n-dimensional array that can record the ops applied to it.
+
+    Attributes:
+        data: the raw NumPy or CuPy array.
+        grad: a raw array of the same shape, dtype and device, or None.
+        requires_grad: whether gradients flow to (or through) this tensor.
+        creator: the Function that produced it (None for leaves).
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "creator", "output_index", "name",
+                 "__weakref__")
+    __array_ufunc__ = None  # `ndarray + Tensor` defers to Tensor.__radd__
+
+    def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not _is_array(data):
+            raise TypeError(f"Tensor wraps a NumPy or CuPy array, got {type(data).__name__}; "
+                            "use mt.tensor(...) to convert lists and scalars")
+        if requires_grad and not np.issubdtype(data.dtype, np.floating):
+            raise TypeError(
+                f"only floating-point tensors can require gradients, got dtype {data.dtype}"
+            )
+        self.data = data
+        self.grad: Any = None
+        self.requires_grad = bool(requires_grad)
+        self.creator: Any = None
+        self.output_index = 0
+        self.name = name
+
+    @classmethod
+    def _from_op(cls, data: Any, requires_grad: bool) -> Tensor:
+        t = cls.__new__(cls)
+        t.data = data
+        t.grad = None
+        t.requires_grad = requires_grad
+        t.creator = None
+        t.output_index = 0
+        t.name = None
+        return t
+
+    # ---------------------------------------------------------------- array-like facts
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def dtype(self) -> Any:
+        return self.data.dtype
+
+    @property
+    def device(self) -> backend.Device:
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.creator is None
+
+    @property
+    def grad_fn(self) -> Any:
+        return self.creator
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        body = np.array2string(backend.to_numpy(self.data), precision=4, separator=", ",
+                               prefix="tensor(")
+        extra = f", device='{self.device}'" if self.device.type != "cpu" else ""
+        if self.dtype != np.float32:
+            extra += f", dtype={self.dtype}"
+        if self.creator is not None:
+            extra += f", grad_fn=<{self.creator.name}>"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def item(self) -> Any:
+        if self.size != 1:
+            raise ValueError(f"item() needs a tensor of one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def numpy(self) -> np.ndarray:
+        """A NumPy copy of the data, from any device."""
+        return np.array(backend.to_numpy(self.data), copy=True)
+
+    def tolist(self) -> Any:
+        return backend.to_numpy(self.data).tolist()
+
+    # ---------------------------------------------------------------- autograd
+    def backward(self, gy: Any = None, retain_graph: bool = False) -> None:
+        """Backpropagate from this tensor. ``gy`` defaults to 1 for a scalar."""
+        engine.backward(self, gy, retain_graph=retain_graph)
+
+    def _accumulate_grad(self, g: Any) -> None:
+        # First write copies: g may be shared with another tensor (see engine.py).
+        self.grad = g.copy() if self.grad is None else self.grad + g
+
+    def retain_grad(self) -> Tensor:
+        """Keep ``.grad`` on this non-leaf tensor during backward (leaves always keep it)."""
+        if self.creator is not None:
+            if self.creator.retained is None:
+                self.creator.retained = {}
+            self.creator.retained[self.output_index] = weakref.ref(self)
+        return self
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def detach(self) -> Tensor:
+        """The same data, cut from the graph (shares memory, requires no grad)."""
+        return Tensor._from_op(self.data, False)
+
+    def requires_grad_(self, flag: bool = True) -> Tensor:
+        if flag and not np.issubdtype(self.dtype, np.floating):
+            raise TypeError(f"only floating-point tensors can require gradients, got {self.dtype}")
+        self.requires_grad = flag
+        return self
+
+    # ---------------------------------------------------------------- device and dtype
+    def to(self, device: Any = None, dtype: Any = None) -> Tensor:
+        """Move to a device ("cpu", "cuda"/"gpu") and/or cast; differentiable."""
+        F = _functional()
+        out = self
+        if device is not None and backend.as_device(device) != self.device:
+            out = F.to_device(out, device)
+        if dtype is not None and np.dtype(dtype) != out.dtype:
+            out = F.astype(out, dtype)
+        return out
+
+    def cpu(self) -> Tensor:
+        return self.to("cpu")
+
+    def cuda(self) -> Tensor:
+        return self.to("cuda")
+
+    def astype(self, dtype: Any) -> Tensor:
+        return self.to(dtype=dtype)
+
+    # ---------------------------------------------------------------- operators
+    def __add__(self, other: Any) -> Tensor:
+        return _functional().add(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return _functional().add(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return _functional().sub(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return _functional().sub(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return _functional().mul(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return _functional().mul(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return _functional().div(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return _functional().div(other, self)
+
+    def __neg__(self) -> Tensor:
+        return _functional().neg(self)
+
+    def __pow__(self, exponent: Any) -> Tensor:
+        return _functional().pow(self, exponent)
+
+    def __rpow__(self, base: Any) -> Tensor:
+        return _functional().pow(base, self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return _functional().matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return _functional().matmul(other, self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return _functional().getitem(self, index)
+
+    def __abs__(self) -> Tensor:
+        return _functional().abs(self)
+
+    # Comparisons give boolean tensors outside the graph. `==` stays identity so that
+    # tensors can be dict keys and set members, as parameters often are.
+    def __lt__(self, other: Any) -> Tensor:
+        return Tensor(self.data < _raw(other))
+
+    def __le__(self, other: Any) -> Tensor:
+        return Tensor(self.data <= _raw(other))
+
+    def __gt__(self, other: Any) -> Tensor:
+        return Tensor(self.data > _raw(other))
+
+    def __ge__(self, other: Any) -> Tensor:
+        return Tensor(self.data >= _raw(other))
+
+    __hash__ = object.__hash__
+
+    # ---------------------------------------------------------------- methods
+    @property
+    def T(self) -> Tensor:
+        return _functional().transpose(self)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _functional().reshape(self, shape)
+
+    def transpose(self, *axes: Any) -> Tensor:
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _functional().transpose(self, axes or None)
+
+    def swapaxes(self, axis1: int, axis2: int) -> Tensor:
+        return _functional().swapaxes(self, axis1, axis2)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _functional().sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _functional().mean(self, axis=axis, keepdims=keepdims)
+
+    def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+        return _functional().var(self, axis=axis, keepdims=keepdims, ddof=ddof)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _functional().max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _functional().min(self, axis=axis, keepdims=keepdims)
+
+    def exp(self) -> Tensor:
+        return _functional().exp(self)
+
+    def log(self) -> Tensor:
+        return _functional().log(self)
+
+    def sqrt(self) -> Tensor:
+        return _functional().sqrt(self)
+
+    def tanh(self) -> Tensor:
+        return _functional().tanh(self)
+
+    def squeeze(self, axis: Any = None) -> Tensor:
+        return _functional().squeeze(self, axis)
+
+    def unsqueeze(self, axis: int) -> Tensor:
+        return _functional().unsqueeze(self, axis)
+
+    def broadcast_to(self, shape: tuple[int, ...]) -> Tensor:
+        return _functional().broadcast_to(self, shape)
+
+    def argmax(self, axis: Any = None) -> Tensor:
+        return Tensor(self.data.argmax(axis=axis))
+
+
+def _raw(x: Any) -> Any:
+    return x.data if isinstance(x, Tensor) else x
+
+
+# -------------------------------------------------------------------- constructors
+def _resolve_dtype(data: Any, dtype: Any) -> Any:
+    if dtype is not None:
+        return np.dtype(dtype)
+    if _is_array(data):
+        return data.dtype  # keeps float64 (and ints) when given
+    probe = np.asarray(data)
+    if probe.dtype.kind == "f":
+        return backend.get_default_dtype()
+    return probe.dtype
+
+
+def tensor(data: Any, requires_grad: bool = False, device: Any = None, dtype: Any = None) -> Tensor:
+    """Make a leaf Tensor from a list, scalar or array.
+
+    Python floats become the default dtype (float32); arrays keep their dtype (float64 stays
+    float64) unless ``dtype`` is given. ``device`` defaults to the array's own device for
+    arrays, else to the default device.
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    dt = _resolve_dtype(data, dtype)
+    if device is None and _is_array(data):
+        dev = backend.device_of(data)
+    else:
+        dev = backend.as_device(device)
+    arr = dev.xp.asarray(backend.to_numpy(data) if dev.type == "cpu" else data, dtype=dt)
+    if arr is data:
+        arr = arr.copy()  # a new leaf owns its data
+    return Tensor(arr, requires_grad=requires_grad)
+
+
+def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
+    """Wrap an input of an op: Tensors pass through; arrays are wrapped (no grad); Python
+    scalars take the dtype and device of ``like`` so ``x * 0.5`` keeps float32."""
+    if isinstance(x, Tensor):
+        return x
+    if _is_array(x):
+        return Tensor(x)
+    if like is not None:
+        xp = backend.get_array_module(like.data)
+        dtype = like.dtype if like.dtype.kind == "f" else None
+        return Tensor(xp.asarray(x, dtype=dtype))
+    return tensor(x)
+
+
+def _shape(shape: Any) -> tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def zeros(*shape: Any, device: Any = None, dtype: Any = None, requires_grad: bool = False
+          ) -> Tensor:
+    dev = backend.as_device(device)
+    data = dev.xp.zeros(_shape(shape), dtype=dtype or backend.get_default_dtype())
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def ones(*shape: Any, device: Any = None, dtype: Any = None, requires_grad: bool = False
+         ) -> Tensor:
+    dev = backend.as_device(device)
+    data = dev.xp.ones(_shape(shape), dtype=dtype or backend.get_default_dtype())
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def zeros_like(x: Tensor, requires_grad: bool = False) -> Tensor:
+    return Tensor(backend.get_array_module(x.data).zeros_like(x.data), requires_grad)
+
+
+def ones_like(x: Tensor, requires_grad: bool = False) -> Tensor:
+    return Tensor(backend.get_array_module(x.data).ones_like(x.data), requires_grad)
+
+
+def randn(*shape: Any, rng: Any = None, device: Any = None, dtype: Any = None,
+          requires_grad: bool = False) -> Tensor:
+    """Standard-normal samples. ``rng``: a NumPy Generator (drawn on the host, then moved) or
+    the device's own generator; default ``backend.default_rng(device)``."""
+    dev = backend.as_device(device)
+    dt = np.dtype(dtype or backend.get_default_dtype())
+    gen = rng if rng is not None else backend.default_rng(dev)
+    data = gen.standard_normal(_shape(shape)).astype(dt)
+    return Tensor(backend.to_device(data, dev), requires_grad=requires_grad)

@@ -1,0 +1,286 @@
+"""The array backend: NumPy on the CPU, CuPy on an NVIDIA GPU, one code path.
+
+This is the only module that imports ``cupy``. Every op takes its array module from its
+inputs (``get_array_module``), so the same source runs on both devices.
+
+CuPy is imported lazily, the first time a GPU is asked for, so ``import minitransformer``
+stays light and works on machines without CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Device",
+    "as_device",
+    "cuda_available",
+    "default_rng",
+    "device_of",
+    "erf",
+    "get_array_module",
+    "get_default_device",
+    "get_default_dtype",
+    "manual_seed",
+    "set_default_device",
+    "set_default_dtype",
+    "to_device",
+    "to_numpy",
+]
+
+_CUPY_INSTALL_HINT = (
+    'install CuPy with `pip install -e ".[cuda12]"` (CUDA 12) or `pip install -e ".[cuda13]"` '
+    "(CUDA 13)"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# CuPy, imported on first use
+# --------------------------------------------------------------------------------------------
+class _CupyMissing:
+    """Stands in for the ``cupy`` module when it cannot be imported.
+
+    ``xp is cupy()`` stays a valid test on every machine; touching an attribute explains what
+    is missing instead of failing with an AttributeError.
+    """
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"CuPy is not available ({self.reason}); {_CUPY_INSTALL_HINT}")
+
+    def __bool__(self) -> bool:
+        return False
+
+
+_cupy_module: Any = None
+
+
+def cupy() -> Any:
+    """Return the ``cupy`` module, or a falsy ``_CupyMissing`` stand-in if it won't import."""
+    global _cupy_module
+    if _cupy_module is None:
+        try:
+            import cupy as _cp  # the one place cupy is imported
+
+            _cupy_module = _cp
+        except Exception as e:  # ImportError, or a CUDA library that fails to load
+            _cupy_module = _CupyMissing(f"{type(e).__name__}: {e}")
+    return _cupy_module
+
+
+def _is_cupy_array(a: Any) -> bool:
+    # Checked by type name so that a NumPy-only run never imports CuPy.
+    return type(a).__module__.startswith("cupy")
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    cp = cupy()
+    if not cp:
+        return False
+    try:
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def _gpu_missing_reason() -> str | None:
+    cp = cupy()
+    if not cp:
+        return f"CuPy is not installed or failed to import ({cp.reason}); {_CUPY_INSTALL_HINT}"
+    try:
+        n = cp.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        return f"CuPy is installed but found no usable CUDA driver or GPU ({type(e).__name__}: {e})"
+    if n == 0:
+        return "CuPy is installed but no CUDA GPU is visible (getDeviceCount() == 0)"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Devices
+# --------------------------------------------------------------------------------------------
+class Device:
+    """A device: ``Device("cpu")`` or ``Device("cuda")`` (``"gpu"`` is an alias of ``"cuda"``).
+
+    ``device.xp`` is the array module that computes on it: ``numpy`` or ``cupy``.
+    Constructing a CUDA device checks that CuPy and a GPU are really there.
+    """
+
+    __slots__ = ("type",)
+
+    def __init__(self, spec: str | Device = "cpu"):
+        if isinstance(spec, Device):
+            self.type = spec.type
+            return
+        if not isinstance(spec, str):
+            raise TypeError(f"device must be a string like 'cpu' or 'cuda', got {spec!r}")
+        name = spec.strip().lower()
+        if name in ("gpu", "cuda", "cuda:0", "gpu:0"):
+            reason = _gpu_missing_reason()
+            if reason is not None:
+                raise RuntimeError(f"device {spec!r} was asked for, but {reason}")
+            self.type = "cuda"
+        elif name == "cpu":
+            self.type = "cpu"
+        else:
+            raise ValueError(f"unknown device {spec!r}; expected 'cpu', 'cuda' or 'gpu'")
+
+    @property
+    def xp(self) -> Any:
+        return np if self.type == "cpu" else cupy()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            try:
+                other = as_device(other)
+            except (ValueError, RuntimeError):
+                return False
+        return isinstance(other, Device) and other.type == self.type
+
+    def __hash__(self) -> int:
+        return hash(self.type)
+
+    def __repr__(self) -> str:
+        return f"device({self.type!r})"
+
+    def __str__(self) -> str:
+        return self.type
+
+
+_CPU = Device("cpu")
+_cuda_device: Device | None = None
+
+
+def as_device(spec: str | Device | None) -> Device:
+    """Parse a device spec ("cpu", "cuda", "gpu" or a Device); ``None`` means the default."""
+    global _cuda_device
+    if spec is None:
+        return get_default_device()
+    if isinstance(spec, Device):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"device must be a string like 'cpu' or 'cuda', got {spec!r}")
+    name = spec.strip().lower()
+    if name == "cpu":
+        return _CPU
+    if _cuda_device is None or name not in ("gpu", "cuda", "cuda:0", "gpu:0"):
+        dev = Device(spec)  # validates the name, and CuPy + a GPU for "cuda"
+        if dev.type == "cuda":
+            _cuda_device = dev
+        return dev
+    return _cuda_device
+
+
+def device_of(a: Any) -> Device:
+    """The device an array lives on."""
+    return as_device("cuda") if _is_cupy_array(a) else _CPU
+
+
+def get_array_module(*arrays: Any) -> Any:
+    """``numpy`` or ``cupy``, whichever owns the arrays (NumPy when none is a CuPy array)."""
+    for a in arrays:
+        if _is_cupy_array(a):
+            return cupy()
+    return np
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """A NumPy array (a copy from the GPU, the array itself on the CPU)."""
+    if _is_cupy_array(a):
+        return a.get()
+    return np.asarray(a)
+
+
+def to_device(a: Any, device: str | Device | None) -> Any:
+    """Move an array to a device (no copy when it is already there)."""
+    dev = as_device(device)
+    if dev.type == "cpu":
+        return to_numpy(a)
+    cp = cupy()
+    return cp.asarray(a)
+
+
+# --------------------------------------------------------------------------------------------
+# Defaults: device, dtype, random generators
+# --------------------------------------------------------------------------------------------
+_default_device: Device | None = None
+_default_dtype: np.dtype = np.dtype(np.float32)
+
+
+def get_default_device() -> Device:
+    """The device new tensors and parameters go to: ``set_default_device`` or the
+    ``MINITRANSFORMER_DEVICE`` environment variable, else the CPU."""
+    global _default_device
+    if _default_device is None:
+        env = os.environ.get("MINITRANSFORMER_DEVICE", "").strip()
+        _default_device = as_device(env) if env else _CPU
+    return _default_device
+
+
+def set_default_device(device: str | Device) -> None:
+    """Make ``device`` the default for new tensors and parameters ("cpu", "cuda" or "gpu")."""
+    global _default_device
+    _default_device = as_device(device)
+
+
+def get_default_dtype() -> np.dtype:
+    return _default_dtype
+
+
+def set_default_dtype(dtype: Any) -> None:
+    """The floating dtype new tensors and parameters get (float32 unless changed)."""
+    global _default_dtype
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"the default dtype must be a floating dtype, got {dt}")
+    _default_dtype = dt
+
+
+_seed: int | None = None
+_rngs: dict[str, Any] = {}
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the default generators of every device (the same seed gives the same run)."""
+    global _seed
+    _seed = int(seed)
+    _rngs.clear()
+
+
+def default_rng(device: str | Device | None = None) -> Any:
+    """The default random generator of a device: a ``numpy.random.Generator`` on the CPU, a
+    ``cupy.random.Generator`` on the GPU. Seeded by ``manual_seed``."""
+    dev = as_device(device)
+    if dev.type not in _rngs:
+        _rngs[dev.type] = dev.xp.random.default_rng(_seed)
+    return _rngs[dev.type]
+
+
+# --------------------------------------------------------------------------------------------
+# Special functions that NumPy lacks
+# --------------------------------------------------------------------------------------------
+def erf(x: Any) -> Any:
+    """The error function on either device (SciPy on the CPU, cupyx on the GPU)."""
+    if _is_cupy_array(x):
+        import cupyx.scipy.special as cusp
+
+        return cusp.erf(x)
+    from scipy.special import erf as _erf
+
+    return _erf(x)
+
+
+def scatter_add(a: Any, indices: Any, values: Any) -> None:
+    """``a[indices] += values`` in place, accumulating repeated indices (``np.add.at``)."""
+    if _is_cupy_array(a):
+        import cupyx
+
+        cupyx.scatter_add(a, indices, values)
+    else:
+        np.add.at(a, indices, values)

@@ -1,0 +1,104 @@
+"""Mini-batches over in-memory arrays, shuffled with an explicit generator, sent to a device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from minitransformer.backend import Device, default_rng, get_array_module, to_device
+
+__all__ = ["DataLoader"]
+
+
+def _is_array(a: Any) -> bool:
+    return hasattr(a, "shape") and hasattr(a, "ndim")
+
+
+class DataLoader:
+    """Iterate over aligned arrays in mini-batches.
+
+    ``arrays`` is one array, a tuple of arrays, or a dict of them, all with the same first
+    dimension; a batch has the same structure. A plain list (e.g. captions) is allowed too: its
+    batch is a list, left on the host. Each epoch (each ``iter``) draws a fresh permutation from
+    ``rng`` when ``shuffle`` is on (``rng=None`` uses ``backend.default_rng("cpu")``, seeded by
+    ``mt.manual_seed``), so a seeded generator gives the same batches on every run. Each batch
+    array is moved to ``device`` with ``backend.to_device`` (``None``: the default device).
+
+    ``len(loader)`` is the number of batches: ``ceil(n / batch_size)``, or ``n // batch_size``
+    with ``drop_last``.
+
+    Shapes: arrays ``(n, ...)`` -> batches ``(batch_size, ...)`` (the last may be smaller).
+    """
+
+    def __init__(
+        self,
+        arrays: Any,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        rng: np.random.Generator | None = None,
+        device: str | Device | None = None,
+    ):
+        if isinstance(arrays, Mapping):
+            self._keys: list[Any] | None = list(arrays.keys())
+            items = list(arrays.values())
+            self._kind = "dict"
+        elif isinstance(arrays, tuple):
+            self._keys, items, self._kind = None, list(arrays), "tuple"
+        else:
+            self._keys, items, self._kind = None, [arrays], "single"
+        if not items:
+            raise ValueError("DataLoader: no arrays given")
+        names = self._keys if self._keys is not None else list(range(len(items)))
+        lengths = {}
+        for name, a in zip(names, items):
+            if _is_array(a):
+                if a.ndim == 0:
+                    raise ValueError(f"DataLoader: array {name!r} is 0-d; it needs a first axis")
+                lengths[name] = int(a.shape[0])
+            elif isinstance(a, list):
+                lengths[name] = len(a)
+            else:
+                raise TypeError(f"DataLoader: {name!r} is a {type(a).__name__}, not an array or list")
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"DataLoader: arrays have different first dimensions: {lengths}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+            raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
+        if batch_size <= 0:
+            raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size}")
+        self._items = items
+        self.n = next(iter(lengths.values()))
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.rng = rng
+        self.device = device
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.n // self.batch_size
+        return -(-self.n // self.batch_size)
+
+    def _take(self, a: Any, idx: np.ndarray) -> Any:
+        if isinstance(a, list):
+            return [a[i] for i in idx]
+        xp = get_array_module(a)
+        return to_device(a[xp.asarray(idx)], self.device)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.shuffle:
+            rng = default_rng("cpu") if self.rng is None else self.rng
+            order = rng.permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        for k in range(len(self)):
+            idx = order[k * self.batch_size : (k + 1) * self.batch_size]
+            batch = [self._take(a, idx) for a in self._items]
+            if self._kind == "dict":
+                yield dict(zip(self._keys, batch))
+            elif self._kind == "tuple":
+                yield tuple(batch)
+            else:
+                yield batch[0]

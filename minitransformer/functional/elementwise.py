@@ -1,0 +1,335 @@
+"""Element-wise ops. Binary ops broadcast like NumPy; their backward sums the gradient back to
+each input's shape with ``sum_to_shape``.
+
+Each op is a Function on raw arrays plus a lowercase wrapper. Where the derivative is
+cheaper from the output (exp, tanh, sigmoid, sqrt) the output is saved instead of the input.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from .. import backend
+from ..autograd import Function, Tensor
+from ..backend import get_array_module
+from .reduction import sum_to_shape
+
+__all__ = [
+    "abs", "add", "clip", "div", "erf", "exp", "log", "maximum", "minimum", "mul", "neg",
+    "pow", "sigmoid", "sqrt", "sub", "tanh", "where",
+]
+
+
+def _broadcasting(name: str, op: Any, a: Any, b: Any) -> Any:
+    """``op(a, b)``, with NumPy's broadcasting error replaced by one naming the op and shapes."""
+    try:
+        return op(a, b)
+    except ValueError:
+        raise ValueError(
+            f"{name}: shapes {tuple(a.shape)} and {tuple(b.shape)} do not broadcast"
+        ) from None
+
+
+# ---------------------------------------------------------------------------- binary
+class Add(Function):
+    def forward(self, a: Any, b: Any) -> Any:
+        self.shapes = (a.shape, b.shape)
+        return _broadcasting("add", operator.add, a, b)
+
+    def backward(self, gy: Any) -> Any:
+        sa, sb = self.shapes
+        return sum_to_shape(gy, sa), sum_to_shape(gy, sb)
+
+
+class Sub(Function):
+    def forward(self, a: Any, b: Any) -> Any:
+        self.shapes = (a.shape, b.shape)
+        return _broadcasting("sub", operator.sub, a, b)
+
+    def backward(self, gy: Any) -> Any:
+        sa, sb = self.shapes
+        return sum_to_shape(gy, sa), sum_to_shape(-gy, sb)
+
+
+class Mul(Function):
+    def forward(self, a: Any, b: Any) -> Any:
+        self.save_for_backward(a, b)
+        return _broadcasting("mul", operator.mul, a, b)
+
+    def backward(self, gy: Any) -> Any:
+        a, b = self.saved
+        ga = sum_to_shape(gy * b, a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to_shape(gy * a, b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    def forward(self, a: Any, b: Any) -> Any:
+        self.save_for_backward(a, b)
+        return _broadcasting("div", operator.truediv, a, b)
+
+    def backward(self, gy: Any) -> Any:
+        # d(a/b)/da = 1/b ; d(a/b)/db = -a/b^2
+        a, b = self.saved
+        gb_full = gy / b
+        ga = sum_to_shape(gb_full, a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to_shape(-gb_full * a / b, b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Pow(Function):
+    """``a ** b`` for tensors a > 0 or an exponent b that needs no gradient."""
+
+    def forward(self, a: Any, b: Any) -> Any:
+        y = _broadcasting("pow", operator.pow, a, b)
+        self.save_for_backward(a, b, y)
+        return y
+
+    def backward(self, gy: Any) -> Any:
+        # d(a^b)/da = b a^(b-1) ; d(a^b)/db = a^b log a
+        a, b, y = self.saved
+        xp = get_array_module(gy)
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = sum_to_shape(gy * b * a ** (b - 1), a.shape)
+        if self.needs_input_grad[1]:
+            gb = sum_to_shape(gy * y * xp.log(a), b.shape)
+        return ga, gb
+
+
+class Maximum(Function):
+    def forward(self, a: Any, b: Any) -> Any:
+        self.save_for_backward(a, b)
+        return _broadcasting("maximum", get_array_module(a, b).maximum, a, b)
+
+    def backward(self, gy: Any) -> Any:
+        # the gradient goes to the larger input; ties split it equally
+        a, b = self.saved
+        wa = (a > b) + 0.5 * (a == b)
+        return sum_to_shape(gy * wa, a.shape), sum_to_shape(gy * (1 - wa), b.shape)
+
+
+class Minimum(Function):
+    def forward(self, a: Any, b: Any) -> Any:
+        self.save_for_backward(a, b)
+        return _broadcasting("minimum", get_array_module(a, b).minimum, a, b)
+
+    def backward(self, gy: Any) -> Any:
+        a, b = self.saved
+        wa = (a < b) + 0.5 * (a == b)
+        return sum_to_shape(gy * wa, a.shape), sum_to_shape(gy * (1 - wa), b.shape)
+
+
+def add(a: Any, b: Any) -> Tensor:
+    """$y = a + b$ (broadcasting). Shapes: broadcast(a, b)."""
+    return Add()(a, b)
+
+
+def sub(a: Any, b: Any) -> Tensor:
+    """$y = a - b$ (broadcasting)."""
+    return Sub()(a, b)
+
+
+def mul(a: Any, b: Any) -> Tensor:
+    """$y = a \\odot b$ (broadcasting)."""
+    return Mul()(a, b)
+
+
+def div(a: Any, b: Any) -> Tensor:
+    """$y = a / b$ (broadcasting)."""
+    return Div()(a, b)
+
+
+def pow(a: Any, b: Any) -> Tensor:  # noqa: A001
+    """$y = a^b$ (broadcasting). The gradient with respect to b needs a > 0."""
+    return Pow()(a, b)
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """$y = \\max(a, b)$ element-wise (broadcasting)."""
+    return Maximum()(a, b)
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    """$y = \\min(a, b)$ element-wise (broadcasting)."""
+    return Minimum()(a, b)
+
+
+# ---------------------------------------------------------------------------- unary
+class Neg(Function):
+    def forward(self, x: Any) -> Any:
+        return -x
+
+    def backward(self, gy: Any) -> Any:
+        return -gy
+
+
+class Exp(Function):
+    def forward(self, x: Any) -> Any:
+        y = get_array_module(x).exp(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy: Any) -> Any:
+        (y,) = self.saved
+        return gy * y  # d e^x/dx = e^x
+
+
+class Log(Function):
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x)
+        return get_array_module(x).log(x)
+
+    def backward(self, gy: Any) -> Any:
+        (x,) = self.saved
+        return gy / x
+
+
+class Sqrt(Function):
+    def forward(self, x: Any) -> Any:
+        y = get_array_module(x).sqrt(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy: Any) -> Any:
+        (y,) = self.saved
+        return gy / (2 * y)  # d sqrt(x)/dx = 1 / (2 sqrt(x))
+
+
+class Tanh(Function):
+    def forward(self, x: Any) -> Any:
+        y = get_array_module(x).tanh(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy: Any) -> Any:
+        (y,) = self.saved
+        return gy * (1 - y * y)
+
+
+class Sigmoid(Function):
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        # 0.5 (1 + tanh(x/2)) is sigmoid without overflow for large |x|
+        y = 0.5 * (1 + xp.tanh(0.5 * x))
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy: Any) -> Any:
+        (y,) = self.saved
+        return gy * y * (1 - y)
+
+
+class Abs(Function):
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x)
+        return get_array_module(x).abs(x)
+
+    def backward(self, gy: Any) -> Any:
+        (x,) = self.saved
+        return gy * get_array_module(x).sign(x)  # subgradient 0 at 0
+
+
+class Erf(Function):
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x)
+        return backend.erf(x)
+
+    def backward(self, gy: Any) -> Any:
+        (x,) = self.saved
+        xp = get_array_module(x)
+        return gy * (2.0 / xp.sqrt(xp.pi)) * xp.exp(-x * x)
+
+
+class Clip(Function):
+    def __init__(self, low: Any, high: Any):
+        self.low, self.high = low, high
+
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x)
+        return get_array_module(x).clip(x, self.low, self.high)
+
+    def backward(self, gy: Any) -> Any:
+        (x,) = self.saved
+        inside = x == x  # all True, then knock out the clipped side(s)
+        if self.low is not None:
+            inside = inside & (x >= self.low)
+        if self.high is not None:
+            inside = inside & (x <= self.high)
+        return gy * inside
+
+
+def neg(x: Any) -> Tensor:
+    """$y = -x$."""
+    return Neg()(x)
+
+
+def exp(x: Any) -> Tensor:
+    """$y = e^x$."""
+    return Exp()(x)
+
+
+def log(x: Any) -> Tensor:
+    """$y = \\ln x$."""
+    return Log()(x)
+
+
+def sqrt(x: Any) -> Tensor:
+    """$y = \\sqrt{x}$."""
+    return Sqrt()(x)
+
+
+def tanh(x: Any) -> Tensor:
+    """$y = \\tanh x$."""
+    return Tanh()(x)
+
+
+def sigmoid(x: Any) -> Tensor:
+    """$y = 1 / (1 + e^{-x})$."""
+    return Sigmoid()(x)
+
+
+def abs(x: Any) -> Tensor:  # noqa: A001
+    """$y = |x|$ (subgradient 0 at 0)."""
+    return Abs()(x)
+
+
+def erf(x: Any) -> Tensor:
+    """$y = \\mathrm{erf}(x) = \\frac{2}{\\sqrt\\pi}\\int_0^x e^{-t^2} dt$."""
+    return Erf()(x)
+
+
+def clip(x: Any, low: Any = None, high: Any = None) -> Tensor:
+    """$y = \\min(\\max(x, low), high)$; the gradient is 1 inside [low, high], 0 outside."""
+    return Clip(low, high)(x)
+
+
+# ---------------------------------------------------------------------------- where
+class Where(Function):
+    def __init__(self, condition: Any):
+        self.condition = condition
+
+    def forward(self, a: Any, b: Any) -> Any:
+        xp = get_array_module(a, b)
+        self.shapes = (a.shape, b.shape)
+        return xp.where(self.condition, a, b)
+
+    def backward(self, gy: Any) -> Any:
+        xp = get_array_module(gy)
+        zero = xp.zeros((), dtype=gy.dtype)
+        sa, sb = self.shapes
+        return (sum_to_shape(xp.where(self.condition, gy, zero), sa),
+                sum_to_shape(xp.where(self.condition, zero, gy), sb))
+
+
+def where(condition: Any, a: Any, b: Any) -> Tensor:
+    """$y = a$ where ``condition`` else $b$ (broadcasting; the condition gets no gradient)."""
+    cond = condition.data if isinstance(condition, Tensor) else condition
+    ref = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    if ref is not None:
+        xp = get_array_module(ref.data)
+        cond = xp.asarray(cond)
+    if cond.dtype != bool:
+        raise TypeError(f"where: the condition must be boolean, got dtype {cond.dtype}")
+    return Where(cond)(a, b)
