@@ -322,9 +322,10 @@ def gaussian_blur(
     """With probability ``p`` per image, a Gaussian blur with ``sigma ~ U(sigma)`` pixels.
 
     DINO's ``GaussianBlur`` uses PIL's radius, which is the standard deviation. The kernel is
-    separable, $k_t \\propto \\exp(-t^2 / 2\\sigma^2)$ for $|t| \\le \\lceil 3 \\sigma_{max} \\rceil$,
-    normalised to sum 1, applied along rows then columns with edge-replicating padding (so a
-    constant image stays constant). Images not chosen get the unit kernel and are unchanged.
+    separable, $k_t \\propto \\exp(-t^2 / 2\\sigma^2)$ for
+    $|t| \\le \\lceil 3 \\sigma_{max} \\rceil$, normalised to sum 1, applied along rows then
+    columns with edge-replicating padding (so a constant image stays constant). Images not
+    chosen get the unit kernel and are unchanged.
 
     Shapes: unchanged.
     """

@@ -7,6 +7,7 @@ the class balance of both sets matches the full data.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -23,22 +24,31 @@ class Digits(NamedTuple):
     y_test: np.ndarray  # (N_test,)
 
 
-def load_digits(test_fraction: float = 0.28, seed: int = 0, dtype: Any = np.float32) -> Digits:
-    """Load scikit-learn's digits as NCHW images in [0, 1], split stratified by class.
-
-    ``round(test_fraction * count)`` images of each class go to the test set, chosen with
-    ``np.random.default_rng(seed)``; both sets are then shuffled. The default gives 1,294 train
-    and 503 test images (the reference runs in ``methods.md`` (g) used about 1,300 / 497).
-
-    Shapes: ``x_train (N_train, 1, 8, 8)``, ``y_train (N_train,)`` int64, same for the test set.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"load_digits: test_fraction must be in (0, 1), got {test_fraction!r}")
+@lru_cache(maxsize=1)
+def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits, read once per process (the import alone takes a second)."""
     from sklearn.datasets import load_digits as _sklearn_load_digits  # lazy: a heavy import
 
     bunch = _sklearn_load_digits()
     images = np.asarray(bunch.images, dtype=np.float64) / 16.0  # (1797, 8, 8), 0..16 -> [0, 1]
     labels = np.asarray(bunch.target, dtype=np.int64)  # (1797,)
+    images.flags.writeable = False  # shared by every call: fancy indexing below copies
+    labels.flags.writeable = False
+    return images, labels
+
+
+def load_digits(test_fraction: float = 0.28, seed: int = 0, dtype: Any = np.float32) -> Digits:
+    """Load scikit-learn's digits as NCHW images in [0, 1], split stratified by class.
+
+    ``round(test_fraction * count)`` images of each class go to the test set, chosen with
+    ``np.random.default_rng(seed)``; both sets are then shuffled. The default gives 1,293 train
+    and 504 test images (the reference runs in ``methods.md`` (g) used about 1,300 / 497).
+
+    Shapes: ``x_train (N_train, 1, 8, 8)``, ``y_train (N_train,)`` int64, same for the test set.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"load_digits: test_fraction must be in (0, 1), got {test_fraction!r}")
+    images, labels = _raw_digits()  # (1797, 8, 8) in [0, 1], (1797,)
 
     rng = np.random.default_rng(seed)
     test_parts = []

@@ -61,7 +61,9 @@ class DataLoader:
             elif isinstance(a, list):
                 lengths[name] = len(a)
             else:
-                raise TypeError(f"DataLoader: {name!r} is a {type(a).__name__}, not an array or list")
+                raise TypeError(
+                    f"DataLoader: {name!r} is a {type(a).__name__}, not an array or list"
+                )
         if len(set(lengths.values())) > 1:
             raise ValueError(f"DataLoader: arrays have different first dimensions: {lengths}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):

@@ -8,9 +8,9 @@ The recipe of DINO's ``DataAugmentationDINO`` (``main_dino.py``), batched::
     local i    local_scale (0.05, 0.4)    0.5      0
 
 Every view first gets: random resized crop -> horizontal flip (p 0.5) -> colour jitter
-(0.4, 0.4, 0.2, 0.1) with p 0.8 -> grayscale p 0.2; then the blur and solarisation of the table, then an optional per-channel
-normalisation (DINO's is ImageNet's mean/std). Sizes are parameters (224 / 96 px in DINO;
-e.g. 8 / 6 px for the 8x8 digits).
+(0.4, 0.4, 0.2, 0.1) with p 0.8 -> grayscale p 0.2; then the blur and solarisation of the
+table, then an optional per-channel normalisation (DINO's is ImageNet's mean/std). Sizes are
+parameters (224 / 96 px in DINO; e.g. 8 / 6 px for the 8x8 digits).
 """
 
 from __future__ import annotations

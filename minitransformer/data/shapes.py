@@ -159,7 +159,9 @@ def make_shapes(
     if size < 8:
         raise ValueError(f"make_shapes: size must be >= 8 pixels, got {size}")
     if not 1 <= max_objects <= len(POSITIONS):
-        raise ValueError(f"make_shapes: max_objects must be in 1..{len(POSITIONS)}, got {max_objects}")
+        raise ValueError(
+            f"make_shapes: max_objects must be in 1..{len(POSITIONS)}, got {max_objects}"
+        )
     shapes = tuple(shapes)
     for kind in shapes:
         if kind not in ALL_SHAPES:
@@ -212,7 +214,9 @@ def make_shapes(
     def absent(a: np.ndarray) -> np.ndarray:
         return np.where(present, a, -1).astype(np.int64)
 
-    obj_shape, obj_colour, obj_size, obj_pos = map(absent, (obj_shape, obj_colour, obj_size, obj_pos))
+    obj_shape, obj_colour, obj_size, obj_pos = map(
+        absent, (obj_shape, obj_colour, obj_size, obj_pos)
+    )
     captions = [
         " and ".join(
             caption_for(

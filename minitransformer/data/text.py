@@ -96,7 +96,8 @@ class Tokenizer:
         chars = sorted({ch for tok in counts for ch in tok})
         base = list(SPECIAL_TOKENS)
         base += chars
-        base += [_CONTINUATION + ch for ch in chars if ch.isascii() and ch.isalnum()]  # pieces of words/numbers
+        # continuation pieces for the characters words and numbers are made of
+        base += [_CONTINUATION + ch for ch in chars if ch.isascii() and ch.isalnum()]
         if max_vocab is not None and max_vocab < len(base):
             raise ValueError(
                 f"Tokenizer.fit: max_vocab={max_vocab} is smaller than the {len(base)} special "

@@ -1,0 +1,5 @@
+"""Layers: Module, Parameter and the transformer building blocks."""
+
+from .module import Module, ModuleList, Parameter, Sequential, StateDictError
+
+__all__ = ["Module", "ModuleList", "Parameter", "Sequential", "StateDictError"]
