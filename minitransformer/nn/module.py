@@ -62,12 +62,15 @@ class Module:
             raise AttributeError(
                 f"{type(self).__name__}: call super().__init__() before assigning attributes"
             )
+        is_buffer = name in self._buffers
         for store in (self._parameters, self._modules, self._buffers):
             store.pop(name, None)
         if isinstance(value, Parameter):
             self._parameters[name] = value
         elif isinstance(value, Module):
             self._modules[name] = value
+        elif is_buffer and value is not None:
+            self._buffers[name] = True  # reassigning a buffer keeps it registered (as torch)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:

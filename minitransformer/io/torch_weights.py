@@ -1,0 +1,78 @@
+"""Map timm / DINO / DINOv2 ViT state dicts (torch layout, as NumPy arrays) onto ours.
+
+Our names are timm's (design §3), so the conversion is about orientation, not names:
+
+- a torch ``Linear`` weight is stored (out, in) and applied as ``x W^T``; ours is (in, out)
+  and applied as ``x W``, so every 2-D ``*.weight`` is transposed;
+- ``patch_embed.proj.weight`` is a Conv2d kernel (D, C, p, p); a stride-p convolution is the
+  Linear ``patches @ W.reshape(D, -1).T`` on patches flattened in (channel, row, col) order
+  (methods.md d.7), which is how ``nn.PatchEmbed`` flattens them, so it becomes
+  ``W.reshape(D, C*p*p).T``;
+- DINOv2's ``mask_token`` (only used by iBOT training) is dropped unless the target has one,
+  as timm's ``_convert_dinov2``; training checkpoints' ``module.`` / ``backbone.`` prefixes
+  are stripped, and DINOv2's chunked ``blocks.{chunk}.{i}.`` become ``blocks.{i}.``.
+
+Not supported yet (raise with a message): DINOv2-g's SwiGLU (``mlp.w12`` / ``mlp.w3``).
+Keys we do not know pass through unchanged, so ``Module.load_state_dict(strict=True)`` names
+them. Loading a ``.pth`` needs torch (zip + pickle); timm also publishes ``.safetensors``,
+which ``safetensors.numpy.load_file`` reads into the dict this function takes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["convert_timm_vit_state_dict"]
+
+_CHUNKED_BLOCK = re.compile(r"(^|\.)blocks\.\d+\.(\d+)\.")
+
+
+def convert_timm_vit_state_dict(sd: dict[str, Any], target_keys: Iterable[str] | None = None,
+                                strip_prefixes: tuple[str, ...] = ("module.", "backbone.")
+                                ) -> dict[str, np.ndarray]:
+    """Convert a timm/DINO/DINOv2 ViT state dict (name -> NumPy array, torch layout) to our
+    ``VisionTransformer`` layout.
+
+    Args:
+        sd: the torch-layout state dict, arrays already converted to NumPy.
+        target_keys: the keys of the model it will load into (``model.state_dict().keys()``);
+            decides whether ``mask_token`` is kept. None drops it.
+        strip_prefixes: leading prefixes removed from every key (training checkpoints).
+
+    Shapes: Linear ``(out, in) -> (in, out)``; ``patch_embed.proj.weight``
+    ``(D, C, p, p) -> (C*p*p, D)``; everything else unchanged.
+    """
+    targets = set(target_keys) if target_keys is not None else set()
+    out: dict[str, np.ndarray] = {}
+    for key, value in sd.items():
+        name = key
+        changed = True
+        while changed:
+            changed = False
+            for prefix in strip_prefixes:
+                if name.startswith(prefix):
+                    name, changed = name[len(prefix):], True
+        name = _CHUNKED_BLOCK.sub(r"\1blocks.\2.", name)  # blocks.{chunk}.{i}. -> blocks.{i}.
+        if ".mlp.w12." in name or ".mlp.w3." in name:
+            raise ValueError(f"convert_timm_vit_state_dict: {key} is DINOv2-g's SwiGLU MLP, "
+                             "which minitransformer does not implement")
+        if name == "mask_token" and name not in targets:
+            continue
+        w = np.asarray(value)
+        if name == "patch_embed.proj.weight":
+            if w.ndim != 4:
+                raise ValueError(f"convert_timm_vit_state_dict: {key} should be a (D, C, p, p) "
+                                 f"conv kernel, got shape {w.shape}")
+            D = w.shape[0]
+            w = w.reshape(D, -1).T  # (D, C, p, p) -> (D, C*p*p) -> (C*p*p, D)
+        elif name.endswith(".weight") and w.ndim == 2:
+            w = w.T  # torch Linear (out, in) -> ours (in, out)
+        if name in out:  # e.g. "module.x" and "x" in one dict
+            raise ValueError(f"convert_timm_vit_state_dict: two keys map to {name!r} after "
+                             "stripping prefixes")
+        out[name] = np.array(w, order="C")  # a contiguous copy (keeps 0-d shapes)
+    return out

@@ -1,0 +1,105 @@
+"""timm / DINOv2 state-dict conversion, on fake state dicts with the real timm shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minitransformer.io import convert_timm_vit_state_dict
+
+D, C, P, IMG, DEPTH, CLASSES = 8, 3, 2, 8, 2, 5
+N = (IMG // P) ** 2
+
+
+def _fake_timm_vit(rng, mask_token=True, layer_scale=True, prefix=""):
+    """A random state dict with timm's keys and torch layouts (methods.md c1/c2)."""
+    shapes = {
+        "cls_token": (1, 1, D), "pos_embed": (1, N + 1, D),
+        "patch_embed.proj.weight": (D, C, P, P), "patch_embed.proj.bias": (D,),
+        "norm.weight": (D,), "norm.bias": (D,),
+        "head.weight": (CLASSES, D), "head.bias": (CLASSES,),
+    }
+    if mask_token:
+        shapes["mask_token"] = (1, D)
+    for i in range(DEPTH):
+        b = f"blocks.{i}."
+        shapes.update({
+            b + "norm1.weight": (D,), b + "norm1.bias": (D,),
+            b + "attn.qkv.weight": (3 * D, D), b + "attn.qkv.bias": (3 * D,),
+            b + "attn.proj.weight": (D, D), b + "attn.proj.bias": (D,),
+            b + "norm2.weight": (D,), b + "norm2.bias": (D,),
+            b + "mlp.fc1.weight": (4 * D, D), b + "mlp.fc1.bias": (4 * D,),
+            b + "mlp.fc2.weight": (D, 4 * D), b + "mlp.fc2.bias": (D,),
+        })
+        if layer_scale:
+            shapes.update({b + "ls1.gamma": (D,), b + "ls2.gamma": (D,)})
+    return {prefix + k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+
+def test_linear_weights_are_transposed_and_the_rest_unchanged(rng):
+    sd = _fake_timm_vit(rng)
+    out = convert_timm_vit_state_dict(sd)
+    np.testing.assert_array_equal(out["blocks.1.attn.qkv.weight"], sd["blocks.1.attn.qkv.weight"].T)
+    np.testing.assert_array_equal(out["blocks.0.mlp.fc1.weight"], sd["blocks.0.mlp.fc1.weight"].T)
+    np.testing.assert_array_equal(out["head.weight"], sd["head.weight"].T)
+    for k in ("cls_token", "pos_embed", "blocks.0.attn.qkv.bias", "blocks.1.ls2.gamma"):
+        np.testing.assert_array_equal(out[k], sd[k])
+    assert out["patch_embed.proj.weight"].shape == (C * P * P, D)
+    assert "mask_token" not in out  # no target given: dropped, as timm's _convert_dinov2
+
+
+def test_patch_embed_conv_equals_linear_on_flattened_patches(rng):
+    # methods.md d.7: Conv2d(k=p, stride=p) == patches flattened in (c, i, j) order @ W + b.
+    sd = _fake_timm_vit(rng)
+    kernel, bias = sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"]
+    W = convert_timm_vit_state_dict(sd)["patch_embed.proj.weight"]
+    img = rng.standard_normal((C, IMG, IMG))
+    g = IMG // P
+    conv = np.zeros((g, g, D))  # stride-p convolution written out as loops
+    for r in range(g):
+        for s in range(g):
+            window = img[:, r * P:(r + 1) * P, s * P:(s + 1) * P]  # (C, P, P)
+            conv[r, s] = np.einsum("dcij,cij->d", kernel, window) + bias
+    patches = img.reshape(C, g, P, g, P).transpose(1, 3, 0, 2, 4).reshape(g * g, C * P * P)
+    np.testing.assert_allclose(patches @ W + bias, conv.reshape(g * g, D), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_prefixes_chunks_and_mask_token_target(rng):
+    sd = _fake_timm_vit(rng, prefix="module.backbone.")
+    chunked = {k.replace("blocks.1.", "blocks.0.1."): v for k, v in sd.items()}  # DINOv2 FSDP
+    out = convert_timm_vit_state_dict(chunked, target_keys=["mask_token"])
+    assert "mask_token" in out and "blocks.1.attn.qkv.weight" in out
+    assert not any(k.startswith(("module.", "backbone.")) for k in out)
+    assert set(out) == set(convert_timm_vit_state_dict(_fake_timm_vit(rng))) | {"mask_token"}
+
+
+def test_unsupported_and_clashing_keys(rng):
+    with pytest.raises(ValueError, match="SwiGLU"):
+        convert_timm_vit_state_dict({"blocks.0.mlp.w12.weight": np.zeros((4, 2))})
+    with pytest.raises(ValueError, match="two keys map to 'norm.weight'"):
+        convert_timm_vit_state_dict({"norm.weight": np.zeros(2), "module.norm.weight": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"\(D, C, p, p\)"):
+        convert_timm_vit_state_dict({"patch_embed.proj.weight": np.zeros((4, 12))})
+
+
+def test_converted_dict_loads_into_our_vision_transformer(rng):
+    models = pytest.importorskip("minitransformer.models")
+    if not hasattr(models, "VisionTransformer"):
+        pytest.skip("minitransformer.models.VisionTransformer is not written yet")
+    cfg = models.ViTConfig(img_size=IMG, patch_size=P, dim=D, depth=DEPTH, num_heads=2,
+                           in_chans=C, num_classes=CLASSES, layer_scale=1e-5)
+    model = models.VisionTransformer(cfg)
+    target = model.state_dict()
+    out = convert_timm_vit_state_dict(_fake_timm_vit(rng), target_keys=target.keys())
+    assert set(out) == set(target)
+    for k, v in target.items():
+        assert out[k].shape == v.shape, k
+    model.load_state_dict(out, strict=True)
+    np.testing.assert_array_equal(model.state_dict()["blocks.0.attn.proj.weight"],
+                                  out["blocks.0.attn.proj.weight"])
+
+    cfg_mim = cfg.replace(mask_token=True)
+    target = models.VisionTransformer(cfg_mim).state_dict()
+    out = convert_timm_vit_state_dict(_fake_timm_vit(rng), target_keys=target.keys())
+    assert set(out) == set(target)  # DINOv2's mask_token kept when the model has one
