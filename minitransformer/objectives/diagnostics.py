@@ -1,0 +1,81 @@
+"""Collapse diagnostics for self-distillation: numbers a training loop can log.
+
+DINO collapses in two ways (dino#32, dinov2#272, dinov2#407):
+- *uniform*: the teacher says "every prototype equally" — teacher entropy near $\\log K$ and
+  the loss stuck at $\\log K$ (8.3178 for K = 4096);
+- *one-hot*: every image goes to the same prototype — the mean teacher distribution is far
+  from uniform (``kl_to_uniform`` near $\\log K$) and the features stop varying across the
+  batch (``feature_std`` near 0).
+A healthy run has a low per-image entropy *and* a mean distribution close to uniform.
+
+All take Tensors, arrays or lists of per-crop chunks and return Python floats.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import backend
+from ._utils import raw
+
+__all__ = ["feature_std", "kl_to_uniform", "teacher_entropy"]
+
+
+def _rows(x: Any, fn: str) -> Any:
+    """(n, K) rows from a Tensor, an array or a list of chunks."""
+    if isinstance(x, (list, tuple)):
+        chunks = [raw(c) for c in x]
+        if not chunks:
+            raise ValueError(f"{fn}: empty list")
+        xp = backend.get_array_module(*chunks)
+        a = xp.concatenate([c.reshape(-1, c.shape[-1]) for c in chunks], axis=0)
+    else:
+        a = raw(x)
+        if a.ndim < 1:
+            raise ValueError(f"{fn}: needs (..., K) input, got a scalar")
+        a = a.reshape(-1, a.shape[-1])
+    if a.shape[0] == 0:
+        raise ValueError(f"{fn}: no rows")
+    return a.astype(np.float64)
+
+
+def _entropy(p: Any) -> Any:
+    """$-\\sum_k p_k \\log p_k$ per row, with 0 log 0 = 0."""
+    xp = backend.get_array_module(p)
+    logp = xp.log(xp.where(p > 0, p, 1.0))
+    return -(p * logp).sum(-1)
+
+
+def teacher_entropy(probs: Any) -> float:
+    """$\\frac1n \\sum_i H(t_i)$, $H(t) = -\\sum_k t_k \\log t_k$ (nats): the mean entropy of
+    the teacher's per-image distributions. $\\log K$ means uniform collapse (or sharpening too
+    weak to matter); 0 means one-hot outputs. Shapes: (..., K) -> float."""
+    p = _rows(probs, "teacher_entropy")
+    return float(_entropy(p).mean())
+
+
+def kl_to_uniform(probs: Any) -> float:
+    """$\\mathrm{KL}(\\bar t \\| U) = \\log K - H(\\bar t)$, $\\bar t = \\frac1n \\sum_i t_i$:
+    how unevenly the batch uses the prototypes. 0 when every prototype is used equally on
+    average; $\\log K$ when every image picks the same one (one-hot collapse).
+    Shapes: (..., K) -> float."""
+    p = _rows(probs, "kl_to_uniform")
+    K = p.shape[-1]
+    mean = p.mean(0, keepdims=True)  # (1, K)
+    return math.log(K) - float(_entropy(mean)[0])
+
+
+def feature_std(features: Any, normalize: bool = False) -> float:
+    """$\\frac1D \\sum_d \\mathrm{std}_i(x_{id})$: the spread of the features across the batch,
+    per dimension (population std), averaged over dimensions. Near 0 means every image
+    maps to the same point (collapse). With ``normalize`` the rows are L2-normalised first
+    (SimSiam's diagnostic): then about $1/\\sqrt D$ for well-spread features.
+    Shapes: (..., D) -> float."""
+    x = _rows(features, "feature_std")
+    if normalize:
+        xp = backend.get_array_module(x)
+        x = x / xp.maximum(xp.sqrt((x * x).sum(-1, keepdims=True)), 1e-12)
+    return float(x.std(axis=0).mean())
