@@ -1,0 +1,141 @@
+"""models.TextTransformer: forward written out in NumPy, causal masking, pooling, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minitransformer as mt
+from minitransformer import models, nn
+from tests.nn.reference import block, gradcheck_module, layer_norm, params
+
+V, T_MAX, D = 20, 8, 8
+
+
+def make_text(device, seed=0, dtype=np.float64, **kw):
+    mt.manual_seed(seed)
+    cfg = models.TextConfig(**{**dict(vocab_size=V, context_length=T_MAX, dim=D, depth=2,
+                                      num_heads=2, mlp_ratio=2.0), **kw})
+    m = models.TextTransformer(cfg).to(device, dtype=dtype)
+    m.eval()
+    for name, p in m.named_parameters():  # LayerNorm away from (1, 0)
+        if "norm" in name:
+            p.data = p.data + mt.tensor(np.random.default_rng(seed).standard_normal(p.shape) * 0.3,
+                                        device=p.device, dtype=dtype).data
+    return m
+
+
+def tokens_reference(m, ids, keys=None):
+    """E[ids] + P[:T], blocks with the causal and/or key-padding mask, final norm."""
+    cfg, p = m.cfg, params(m)
+    T = ids.shape[1]
+    x = p["token_embed.weight"][ids] + p["pos_embed"][:, :T]
+    mask = np.ones((ids.shape[0], 1, T, T), dtype=bool)
+    if cfg.causal:
+        mask &= np.tril(np.ones((T, T), dtype=bool))
+    if keys is not None:
+        mask &= keys[:, None, None, :]
+    for i in range(cfg.depth):
+        x = block(x, p, cfg.num_heads, cfg.norm_first, cfg.eps, cfg.act, mask,
+                  prefix=f"blocks.{i}.")
+    return layer_norm(x, p["norm.weight"], p["norm.bias"], cfg.eps)
+
+
+IDS = np.array([[2, 7, 9, 4, 0, 0], [2, 11, 12, 13, 5, 4]])  # [CLS] ... [EOT]=4 [PAD]=0
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_forward_tokens_equals_reference(device, causal):
+    m = make_text(device, causal=causal, pad_id=0)
+    keys = IDS != 0
+    np.testing.assert_allclose(m.forward_tokens(IDS).numpy(), tokens_reference(m, IDS, keys),
+                               rtol=1e-9, atol=1e-11)
+    m2 = make_text(device, causal=causal)  # no pad_id: every token is a key
+    np.testing.assert_allclose(m2.forward_tokens(IDS).numpy(), tokens_reference(m2, IDS),
+                               rtol=1e-9, atol=1e-11)
+
+
+def test_causal_mask_leaks_nothing_from_the_future(device, rng):
+    m = make_text(device, causal=True)
+    ids = rng.integers(0, V, size=(2, T_MAX))
+    y = m.forward_tokens(ids).numpy()
+    for t in range(T_MAX - 1):
+        ids2 = ids.copy()
+        ids2[:, t + 1] = (ids2[:, t + 1] + 1 + rng.integers(0, V - 1, size=2)) % V  # changed
+        y2 = m.forward_tokens(ids2).numpy()
+        np.testing.assert_array_equal(y2[:, :t + 1], y[:, :t + 1])
+        assert not np.allclose(y2[:, t + 1], y[:, t + 1])
+
+
+def test_pooling(device):
+    ids = np.array([[2, 7, 4, 9, 4, 0], [2, 11, 12, 13, 5, 4]])  # pool at the FIRST [EOT]
+    for pool, eot_id in (("cls", None), ("eot", 4), ("eot", None), ("mean", None)):
+        m = make_text(device, pool=pool, eot_id=eot_id, pad_id=0)
+        tok = m.forward_tokens(ids).numpy()
+        out = m(ids).numpy()
+        if pool == "cls":
+            ref = tok[:, 0]
+        elif eot_id is not None:
+            ref = tok[[0, 1], [2, 5]]  # first [EOT] in each row
+        elif pool == "eot":
+            ref = tok[[0, 1], ids.argmax(-1)]  # CLIP: the largest id
+        else:
+            keys = ids != 0
+            ref = (tok * keys[:, :, None]).sum(1) / keys.sum(1, keepdims=True)
+        np.testing.assert_allclose(out, ref, rtol=1e-12)
+    # an explicit attention_mask overrides pad_id
+    m = make_text(device, pool="mean")
+    am = np.array([[True] * 3 + [False] * 3, [True] * 6])
+    tok = m.forward_tokens(ids, attention_mask=am).numpy()
+    np.testing.assert_allclose(tok, tokens_reference(m, ids, am), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(m(ids, attention_mask=am).numpy()[0], tok[0, :3].mean(0),
+                               rtol=1e-12)
+
+
+def test_padding_after_eot_does_not_change_clip_feature(device, rng):
+    """methods.md d.15: with the causal mask, tokens after EOT cannot reach the EOT feature."""
+    m = make_text(device, causal=True, pool="eot", eot_id=4)
+    y = m(IDS).numpy()
+    ids2 = IDS.copy()
+    ids2[0, 4:] = rng.integers(5, V, size=2)
+    np.testing.assert_array_equal(m(ids2).numpy(), y)
+
+
+def test_shorter_sequences_use_the_first_positions(device):
+    m = make_text(device)
+    np.testing.assert_allclose(m.forward_tokens(IDS[:, :3]).numpy(),
+                               tokens_reference(m, IDS[:, :3]), rtol=1e-9, atol=1e-11)
+
+
+def test_sinusoidal_positions_are_the_seed_table_and_frozen():
+    m = models.TextTransformer(models.TextConfig.preset("text-nano", pos_embed="sinusoidal"))
+    assert not m.pos_embed.requires_grad
+    np.testing.assert_allclose(m.pos_embed.numpy()[0], nn.sinusoidal_position_encoding(16, 32),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_parameter_names():
+    m = models.TextTransformer(models.TextConfig.preset("text-nano"))
+    sd = m.state_dict()
+    assert sd["token_embed.weight"].shape == (128, 32) and sd["pos_embed"].shape == (1, 16, 32)
+    assert "blocks.1.attn.qkv.weight" in sd and "norm.weight" in sd
+
+
+def test_bad_inputs():
+    m = models.TextTransformer(models.TextConfig.preset("text-nano", pool="eot", eot_id=4))
+    with pytest.raises(ValueError, match=r"sequence length 17 is longer than the position table "
+                                         r"\(context_length=16\)"):
+        m(np.zeros((1, 17), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"ids must be integers of shape \(B, T\)"):
+        m(np.zeros((1, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
+        m(np.array([[2, 4, 0], [2, 5, 0]]))
+    with pytest.raises(ValueError, match=r"attention_mask must be boolean of shape \(B, T\) = "
+                                         r"\(1, 3\)"):
+        m(np.array([[2, 4, 0]]), attention_mask=np.ones((1, 4), bool))
+
+
+def test_gradcheck_text_transformer(device):
+    m = make_text(device, causal=True, pool="eot", eot_id=4, pad_id=0, dim=4, depth=2,
+                  mlp_ratio=1.0, context_length=6)
+    assert gradcheck_module(lambda: m(IDS), m, [], max_elements=24)

@@ -1,0 +1,210 @@
+"""models.VisionTransformer: the forward pass written out in NumPy, resolutions, masks,
+attention maps, errors, gradcheck."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minitransformer as mt
+from minitransformer import models, nn
+from tests.nn.reference import block, gradcheck_module, layer_norm, mha_eq3, params
+from tests.nn.test_positional import resample_1d_reference
+
+
+def make_vit(device, seed=0, dtype=np.float64, **kw):
+    mt.manual_seed(seed)
+    cfg = models.ViTConfig(**{**dict(img_size=8, patch_size=4, dim=8, depth=2, num_heads=2,
+                                     in_chans=2, mlp_ratio=2.0), **kw})
+    m = models.VisionTransformer(cfg).to(device, dtype=dtype)
+    m.eval()
+    return m
+
+
+def patchify(x, P):
+    """(B, C, H, W) -> (B, N, C*P*P): raster patch order, (c, i, j) inside a patch."""
+    B, C, H, W = x.shape
+    out = np.zeros((B, (H // P) * (W // P), C * P * P))
+    for r in range(H // P):
+        for c in range(W // P):
+            out[:, r * (W // P) + c] = x[:, :, r * P:(r + 1) * P, c * P:(c + 1) * P].reshape(B, -1)
+    return out
+
+
+def resample_grid(grid, new):
+    """(gh, gw, D) -> (nh, nw, D) with the independent separable bicubic reference."""
+    gh, gw, D = grid.shape
+    rows = np.stack([[resample_1d_reference(grid[r, :, d], new[1]) for d in range(D)]
+                     for r in range(gh)])  # (gh, D, nw)
+    out = np.stack([[resample_1d_reference(rows[:, d, j], new[0]) for d in range(D)]
+                    for j in range(new[1])])  # (nw, D, nh)
+    return out.transpose(2, 0, 1)
+
+
+def vit_reference(m, x, masks=None):
+    """Tokens = [CLS; patches W_E + b_E (masked -> mask_token)] + pos, blocks, final norm."""
+    cfg, p = m.cfg, params(m)
+    P, D = cfg.patch_size, cfg.dim
+    t = patchify(x, P) @ p["patch_embed.proj.weight"] + p["patch_embed.proj.bias"]
+    if masks is not None:
+        t = np.where(masks[:, :, None], p["mask_token"], t)
+    B = x.shape[0]
+    t = np.concatenate([np.broadcast_to(p["cls_token"], (B, 1, D)), t], axis=1)
+    pos = p["pos_embed"]
+    gh, gw = x.shape[2] // P, x.shape[3] // P
+    g = cfg.img_size // P
+    if (gh, gw) != (g, g):
+        grid = resample_grid(pos[0, 1:].reshape(g, g, D), (gh, gw)).reshape(1, -1, D)
+        pos = np.concatenate([pos[:, :1], grid], axis=1)
+    t = t + pos
+    for i in range(cfg.depth):
+        t = block(t, p, cfg.num_heads, cfg.norm_first, cfg.eps, cfg.act,
+                  prefix=f"blocks.{i}.")
+    return t, layer_norm(t, p["norm.weight"], p["norm.bias"], cfg.eps)
+
+
+def randomize(m, rng):
+    """Random values everywhere (cls_token starts at ~1e-6 and mask_token at 0)."""
+    for _, p in m.named_parameters():
+        p.data = mt.tensor(rng.standard_normal(p.shape) * 0.5, device=p.device).data
+
+
+@pytest.mark.parametrize("size", [(8, 8), (12, 8), (4, 16)])
+def test_forward_features_equals_reference_at_several_resolutions(device, rng, size):
+    m = make_vit(device, num_classes=3)
+    randomize(m, rng)
+    x = rng.standard_normal((2, 2) + size)
+    f = m.forward_features(mt.tensor(x, device=device))
+    prenorm, normed = vit_reference(m, x)
+    np.testing.assert_allclose(f["x_prenorm"].numpy(), prenorm, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(f["x_norm_clstoken"].numpy(), normed[:, 0], rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(f["x_norm_patchtokens"].numpy(), normed[:, 1:], rtol=1e-9,
+                               atol=1e-11)
+    p = params(m)
+    np.testing.assert_allclose(m(mt.tensor(x, device=device)).numpy(),
+                               normed[:, 0] @ p["head.weight"] + p["head.bias"], rtol=1e-9,
+                               atol=1e-11)
+
+
+def test_runs_at_two_resolutions_and_pos_interpolation(device, rng):
+    """methods.md d.8: identity at the native grid; a smaller crop gets (1, 1 + n, D) with the
+    CLS slot untouched."""
+    m = make_vit(device, dtype=np.float32, img_size=32, patch_size=8, dim=16, in_chans=3)
+    assert m.interpolate_pos_encoding(4, 4) is m.pos_embed
+    small = m.interpolate_pos_encoding(2, 2)
+    assert small.shape == (1, 5, 16)
+    np.testing.assert_array_equal(small.numpy()[:, 0], m.pos_embed.numpy()[:, 0])
+    for side in (32, 16):
+        x = mt.tensor(rng.standard_normal((2, 3, side, side)).astype(np.float32), device=device)
+        f = m.forward_features(x)
+        assert f["x_norm_patchtokens"].shape == (2, (side // 8) ** 2, 16)
+        assert m(x).shape == (2, 16)  # no head: the CLS feature
+
+
+def test_mask_token_replaces_patches_before_positions(device, rng):
+    m = make_vit(device, mask_token=True)
+    randomize(m, rng)
+    x = rng.standard_normal((2, 2, 8, 8))
+    masks = np.array([[True, False, False, True], [False, False, False, False]])
+    f = m.forward_features(mt.tensor(x, device=device), masks=masks)
+    prenorm, _ = vit_reference(m, x, masks)
+    np.testing.assert_allclose(f["x_prenorm"].numpy(), prenorm, rtol=1e-9, atol=1e-11)
+    # the masked image's prepared tokens are mask_token + the patch's own position
+    tok = m.prepare_tokens(mt.tensor(x, device=device), masks).numpy()
+    p = params(m)
+    np.testing.assert_allclose(tok[0, 1], p["mask_token"][0] + p["pos_embed"][0, 1], rtol=1e-12)
+    np.testing.assert_allclose(tok[0, 4], p["mask_token"][0] + p["pos_embed"][0, 4], rtol=1e-12)
+    # all-False masks change nothing; the mask token then gets no gradient
+    none = m.forward_features(mt.tensor(x, device=device), masks=np.zeros((2, 4), bool))
+    np.testing.assert_array_equal(none["x_prenorm"].numpy(),
+                                  m.forward_features(mt.tensor(x, device=device))[
+                                      "x_prenorm"].numpy())
+    none["x_norm_clstoken"].sum().backward()
+    np.testing.assert_array_equal(mt.to_numpy(m.mask_token.grad), 0.0)
+
+
+def test_get_last_selfattention_is_last_block_on_norm1(device, rng):
+    m = make_vit(device, depth=3)
+    randomize(m, rng)
+    x = rng.standard_normal((2, 2, 8, 8))
+    att = m.get_last_selfattention(mt.tensor(x, device=device)).numpy()
+    assert att.shape == (2, 2, 5, 5)
+    np.testing.assert_allclose(att.sum(-1), 1.0, rtol=1e-12)
+    # rebuild the input of the last block, then its attention on norm1(x)
+    p, cfg = params(m), m.cfg
+    t = m.prepare_tokens(mt.tensor(x, device=device)).numpy()
+    for i in range(2):
+        t = block(t, p, 2, True, cfg.eps, "gelu", prefix=f"blocks.{i}.")
+    h = layer_norm(t, p["blocks.2.norm1.weight"], p["blocks.2.norm1.bias"], cfg.eps)
+    _, ref = mha_eq3(h, p, 2, prefix="blocks.2.attn.")
+    np.testing.assert_allclose(att, ref, rtol=1e-8, atol=1e-12)
+
+
+def test_get_intermediate_layers(device, rng):
+    m = make_vit(device, depth=3)
+    x = mt.tensor(rng.standard_normal((1, 2, 8, 8)), device=device)
+    outs = m.get_intermediate_layers(x, n=2)
+    assert len(outs) == 2 and outs[0].shape == (1, 5, 8)
+    f = m.forward_features(x)
+    np.testing.assert_allclose(outs[-1].numpy()[:, 0], f["x_norm_clstoken"].numpy(), rtol=1e-12)
+    first = m.get_intermediate_layers(x, n=[0], norm=False)[0]
+    np.testing.assert_allclose(first.numpy(), m.blocks[0](m.prepare_tokens(x)).numpy(),
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match=r"block indices \[5\]"):
+        m.get_intermediate_layers(x, n=[5])
+
+
+def test_init_and_parameter_shapes():
+    mt.manual_seed(0)
+    m = models.VisionTransformer(models.ViTConfig.preset("vit-small", depth=1, num_classes=7,
+                                                         mask_token=True, layer_scale=1e-5))
+    sd = m.state_dict()
+    assert sd["cls_token"].shape == (1, 1, 384) and sd["pos_embed"].shape == (1, 197, 384)
+    assert sd["mask_token"].shape == (1, 384) and sd["head.weight"].shape == (384, 7)
+    assert sd["blocks.0.ls1.gamma"].shape == (384,)
+    assert sd["cls_token"].std() < 1e-5  # normal(1e-6), timm / DINOv2
+    assert abs(sd["pos_embed"].std() - 0.02 * 0.8796) < 0.001  # trunc_normal(0.02) at ±2 std
+    np.testing.assert_array_equal(sd["mask_token"], 0.0)
+
+
+def test_sincos_pos_embed_is_fixed():
+    m = models.VisionTransformer(models.ViTConfig.preset("vit-nano", pos_embed="sincos"))
+    assert not m.pos_embed.requires_grad
+    assert "pos_embed" in m.state_dict()
+    table = nn.sincos_2d_position_embedding(32, 4, cls_token=True)
+    np.testing.assert_allclose(m.pos_embed.numpy()[0], table, rtol=1e-6, atol=1e-7)
+    x = mt.tensor(np.ones((1, 3, 32, 32), dtype=np.float32))
+    m(x).sum().backward()
+    assert m.pos_embed.grad is None and m.cls_token.grad is not None
+
+
+def test_bad_inputs():
+    m = models.VisionTransformer(models.ViTConfig.preset("vit-nano"))
+    with pytest.raises(ValueError, match="image size 30x32 is not divisible by patch_size 8"):
+        m(np.zeros((1, 3, 30, 32), dtype=np.float32))
+    with pytest.raises(ValueError, match="expected 3 input channels, got 1"):
+        m(np.zeros((1, 1, 32, 32), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        m(np.zeros((3, 32, 32), dtype=np.float32))
+    with pytest.raises(ValueError, match="no mask_token"):
+        m.forward_features(np.zeros((1, 3, 32, 32), dtype=np.float32),
+                           masks=np.zeros((1, 16), bool))
+    mm = models.VisionTransformer(models.ViTConfig.preset("vit-nano", mask_token=True))
+    with pytest.raises(ValueError, match=r"masks must be boolean of shape \(B, N\) = \(1, 16\), "
+                                         r"got shape \(1, 9\)"):
+        mm.forward_features(np.zeros((1, 3, 32, 32), dtype=np.float32),
+                            masks=np.zeros((1, 9), bool))
+
+
+def test_gradcheck_two_block_vit(device, rng):
+    """Input, every parameter (mask token included) at the native grid with masks, and at
+    another grid so the gradient also flows through the position resampling."""
+    m = make_vit(device, img_size=4, patch_size=2, dim=4, depth=2, num_heads=2, in_chans=1,
+                 mlp_ratio=1.0, num_classes=3, mask_token=True)
+    randomize(m, rng)
+    masks = np.array([[False, True, False, False]])
+    x = mt.tensor(rng.standard_normal((1, 1, 4, 4)), requires_grad=True, device=device)
+    assert gradcheck_module(lambda x: m.forward_features(x, masks)["x_norm_patchtokens"], m,
+                            [x], max_elements=24)
+    x2 = mt.tensor(rng.standard_normal((1, 1, 6, 4)), requires_grad=True, device=device)
+    assert gradcheck_module(m, m, [x2], max_elements=24)
