@@ -6,10 +6,26 @@ Primitives (each a Function with a hand-written backward):
     reduction:   sum mean max min sum_to
     shape:       reshape transpose broadcast_to concat split getitem to_device astype
     linalg:      matmul linear
-Composites (a readable ``*_composed`` version, and a fused one where it pays):
-    var, swapaxes, squeeze, unsqueeze, stack, relu, gelu, quick_gelu, softmax, log_softmax,
-    logsumexp, layer_norm, normalize, dropout, cross_entropy, soft_cross_entropy,
+    also:        relu, dropout (a fixed keep-mask)
+Composed from primitives only:
+    var, swapaxes, squeeze, unsqueeze, stack, flatten, quick_gelu, normalize
+Composites, each in two versions (``tests/functional/test_fused_parity.py`` shows they agree):
+    softmax, log_softmax, logsumexp, gelu, layer_norm, cross_entropy, soft_cross_entropy,
     scaled_dot_product_attention
+  - ``*_composed`` (e.g. ``softmax_composed``): readable compositions of primitives; the
+    engine derives their gradients.
+  - the public name (e.g. ``softmax``): a fused Function with a hand-written backward, fewer
+    passes over memory and fewer saved arrays.
+
+The seam between the two: ``use_fused(enabled)`` is a context manager that makes every public
+composite above run its composed version (``enabled=False``) or its fused one (``True``, the
+default) inside the block; ``is_fused()`` reports the current setting::
+
+    from minitransformer import functional as F
+    with F.use_fused(False):
+        out, probs = F.scaled_dot_product_attention(q, k, v)   # the composed graph
+
+Raw-array helpers used by the fused ops: ``sum_keepdims``, ``dot_keepdims``, ``sum_to_shape``.
 """
 
 from .activation import (
@@ -30,7 +46,7 @@ from .attention import (
     scaled_dot_product_attention,
     scaled_dot_product_attention_composed,
 )
-from .dropout import dropout
+from .dropout import bernoulli_keep_mask, dropout
 from .elementwise import (
     abs,
     add,
@@ -50,10 +66,26 @@ from .elementwise import (
     tanh,
     where,
 )
+from .fusion import is_fused, use_fused
 from .linalg import linear, matmul
-from .losses import cross_entropy, soft_cross_entropy
+from .losses import (
+    cross_entropy,
+    cross_entropy_composed,
+    soft_cross_entropy,
+    soft_cross_entropy_composed,
+)
 from .normalization import layer_norm, layer_norm_composed, normalize
-from .reduction import max, mean, min, sum, sum_to, sum_to_shape, var
+from .reduction import (
+    dot_keepdims,
+    max,
+    mean,
+    min,
+    sum,
+    sum_keepdims,
+    sum_to,
+    sum_to_shape,
+    var,
+)
 from .shape import (
     astype,
     broadcast_to,
@@ -72,13 +104,14 @@ from .shape import (
 )
 
 __all__ = [
-    "abs", "add", "astype", "broadcast_to", "causal_mask", "clip", "concat", "cross_entropy",
-    "div", "dropout", "erf", "exp", "expand", "flatten", "gelu", "gelu_composed", "getitem",
-    "layer_norm", "layer_norm_composed", "linear", "log", "log_softmax", "log_softmax_composed",
-    "logsumexp", "logsumexp_composed", "matmul", "max", "maximum", "mean", "min", "minimum",
-    "mul", "neg", "normalize", "padding_mask", "pow", "quick_gelu", "relu", "reshape",
+    "abs", "add", "astype", "bernoulli_keep_mask", "broadcast_to", "causal_mask", "clip",
+    "concat", "cross_entropy", "cross_entropy_composed", "div", "dot_keepdims", "dropout", "erf",
+    "exp", "expand", "flatten", "gelu", "gelu_composed", "getitem", "is_fused", "layer_norm",
+    "layer_norm_composed", "linear", "log", "log_softmax", "log_softmax_composed", "logsumexp",
+    "logsumexp_composed", "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "neg",
+    "normalize", "padding_mask", "pow", "quick_gelu", "relu", "reshape",
     "scaled_dot_product_attention", "scaled_dot_product_attention_composed", "sigmoid",
-    "soft_cross_entropy", "softmax", "softmax_composed", "split", "sqrt", "squeeze", "stack",
-    "sub", "sum", "sum_to", "sum_to_shape", "swapaxes", "tanh", "to_device", "transpose",
-    "unsqueeze", "var", "where",
+    "soft_cross_entropy", "soft_cross_entropy_composed", "softmax", "softmax_composed", "split",
+    "sqrt", "squeeze", "stack", "sub", "sum", "sum_keepdims", "sum_to", "sum_to_shape",
+    "swapaxes", "tanh", "to_device", "transpose", "unsqueeze", "use_fused", "var", "where",
 ]

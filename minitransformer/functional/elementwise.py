@@ -7,6 +7,7 @@ cheaper from the output (exp, tanh, sigmoid, sqrt) the output is saved instead o
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -14,6 +15,8 @@ from .. import backend
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from .reduction import sum_to_shape
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 __all__ = [
     "abs", "add", "clip", "div", "erf", "exp", "log", "maximum", "minimum", "mul", "neg",
@@ -33,26 +36,36 @@ def _broadcasting(name: str, op: Any, a: Any, b: Any) -> Any:
 
 # ---------------------------------------------------------------------------- binary
 class Add(Function):
+    """$y = a + b$; $g_a = g_y$, $g_b = g_y$, each summed back to its input's shape."""
+
     def forward(self, a: Any, b: Any) -> Any:
         self.shapes = (a.shape, b.shape)
         return _broadcasting("add", operator.add, a, b)
 
     def backward(self, gy: Any) -> Any:
         sa, sb = self.shapes
-        return sum_to_shape(gy, sa), sum_to_shape(gy, sb)
+        need = self.needs_input_grad
+        return (sum_to_shape(gy, sa) if need[0] else None,
+                sum_to_shape(gy, sb) if need[1] else None)
 
 
 class Sub(Function):
+    """$y = a - b$; $g_a = g_y$, $g_b = -g_y$."""
+
     def forward(self, a: Any, b: Any) -> Any:
         self.shapes = (a.shape, b.shape)
         return _broadcasting("sub", operator.sub, a, b)
 
     def backward(self, gy: Any) -> Any:
         sa, sb = self.shapes
-        return sum_to_shape(gy, sa), sum_to_shape(-gy, sb)
+        need = self.needs_input_grad
+        return (sum_to_shape(gy, sa) if need[0] else None,
+                -sum_to_shape(gy, sb) if need[1] else None)
 
 
 class Mul(Function):
+    """$y = a b$; $g_a = g_y b$, $g_b = g_y a$ (saves both inputs)."""
+
     def forward(self, a: Any, b: Any) -> Any:
         self.save_for_backward(a, b)
         return _broadcasting("mul", operator.mul, a, b)
@@ -65,6 +78,8 @@ class Mul(Function):
 
 
 class Div(Function):
+    """$y = a / b$; $g_a = g_y / b$, $g_b = -g_y a / b^2$."""
+
     def forward(self, a: Any, b: Any) -> Any:
         self.save_for_backward(a, b)
         return _broadcasting("div", operator.truediv, a, b)
@@ -99,6 +114,8 @@ class Pow(Function):
 
 
 class Maximum(Function):
+    """$y = \\max(a, b)$; the gradient goes to the larger input, split at ties."""
+
     def forward(self, a: Any, b: Any) -> Any:
         self.save_for_backward(a, b)
         return _broadcasting("maximum", get_array_module(a, b).maximum, a, b)
@@ -106,19 +123,36 @@ class Maximum(Function):
     def backward(self, gy: Any) -> Any:
         # the gradient goes to the larger input; ties split it equally
         a, b = self.saved
-        wa = (a > b) + 0.5 * (a == b)
-        return sum_to_shape(gy * wa, a.shape), sum_to_shape(gy * (1 - wa), b.shape)
+        return _split_by_weight(gy, _winner_weight(a > b, a == b, gy.dtype), a.shape, b.shape,
+                                self.needs_input_grad)
 
 
 class Minimum(Function):
+    """$y = \\min(a, b)$; the gradient goes to the smaller input, split at ties."""
+
     def forward(self, a: Any, b: Any) -> Any:
         self.save_for_backward(a, b)
         return _broadcasting("minimum", get_array_module(a, b).minimum, a, b)
 
     def backward(self, gy: Any) -> Any:
         a, b = self.saved
-        wa = (a < b) + 0.5 * (a == b)
-        return sum_to_shape(gy * wa, a.shape), sum_to_shape(gy * (1 - wa), b.shape)
+        return _split_by_weight(gy, _winner_weight(a < b, a == b, gy.dtype), a.shape, b.shape,
+                                self.needs_input_grad)
+
+
+def _winner_weight(wins: Any, ties: Any, dtype: Any) -> Any:
+    """1 where a wins, 1/2 at ties, 0 where b wins (in the gradient's dtype: no float64 upcast)."""
+    w = wins.astype(dtype)
+    w += 0.5 * ties
+    return w
+
+
+def _split_by_weight(gy: Any, wa: Any, sa: tuple[int, ...], sb: tuple[int, ...],
+                     need: tuple[bool, ...]) -> tuple[Any, Any]:
+    # ga = gy * wa, gb = gy * (1 - wa), each summed back to its input's shape
+    ga = sum_to_shape(gy * wa, sa) if need[0] else None
+    gb = sum_to_shape(gy - gy * wa, sb) if need[1] else None
+    return ga, gb
 
 
 def add(a: Any, b: Any) -> Tensor:
@@ -158,6 +192,8 @@ def minimum(a: Any, b: Any) -> Tensor:
 
 # ---------------------------------------------------------------------------- unary
 class Neg(Function):
+    """$y = -x$; $g_x = -g_y$."""
+
     def forward(self, x: Any) -> Any:
         return -x
 
@@ -166,6 +202,8 @@ class Neg(Function):
 
 
 class Exp(Function):
+    """$y = e^x$; saves the output: $g_x = g_y y$."""
+
     def forward(self, x: Any) -> Any:
         y = get_array_module(x).exp(x)
         self.save_for_backward(y)
@@ -177,6 +215,8 @@ class Exp(Function):
 
 
 class Log(Function):
+    """$y = \\ln x$; $g_x = g_y / x$."""
+
     def forward(self, x: Any) -> Any:
         self.save_for_backward(x)
         return get_array_module(x).log(x)
@@ -187,6 +227,8 @@ class Log(Function):
 
 
 class Sqrt(Function):
+    """$y = \\sqrt x$; saves the output: $g_x = g_y / (2 y)$."""
+
     def forward(self, x: Any) -> Any:
         y = get_array_module(x).sqrt(x)
         self.save_for_backward(y)
@@ -198,6 +240,8 @@ class Sqrt(Function):
 
 
 class Tanh(Function):
+    """$y = \\tanh x$; saves the output: $g_x = g_y (1 - y^2)$."""
+
     def forward(self, x: Any) -> Any:
         y = get_array_module(x).tanh(x)
         self.save_for_backward(y)
@@ -209,6 +253,8 @@ class Tanh(Function):
 
 
 class Sigmoid(Function):
+    """$y = \\sigma(x)$; saves the output: $g_x = g_y y (1 - y)$."""
+
     def forward(self, x: Any) -> Any:
         xp = get_array_module(x)
         # 0.5 (1 + tanh(x/2)) is sigmoid without overflow for large |x|
@@ -222,6 +268,8 @@ class Sigmoid(Function):
 
 
 class Abs(Function):
+    """$y = |x|$; $g_x = g_y \\,\\mathrm{sign}(x)$ (0 at 0)."""
+
     def forward(self, x: Any) -> Any:
         self.save_for_backward(x)
         return get_array_module(x).abs(x)
@@ -232,6 +280,8 @@ class Abs(Function):
 
 
 class Erf(Function):
+    """$y = \\mathrm{erf}(x)$; $g_x = g_y \\frac{2}{\\sqrt\\pi} e^{-x^2}$."""
+
     def forward(self, x: Any) -> Any:
         self.save_for_backward(x)
         return backend.erf(x)
@@ -239,10 +289,16 @@ class Erf(Function):
     def backward(self, gy: Any) -> Any:
         (x,) = self.saved
         xp = get_array_module(x)
-        return gy * (2.0 / xp.sqrt(xp.pi)) * xp.exp(-x * x)
+        # d erf(x)/dx = 2/sqrt(pi) e^{-x^2}; a Python float keeps float32 float32 (NEP 50)
+        gx = xp.exp(-x * x)
+        gx *= _TWO_OVER_SQRT_PI
+        gx *= gy
+        return gx
 
 
 class Clip(Function):
+    """$y = \\min(\\max(x, low), high)$; $g_x = g_y$ inside [low, high], 0 outside."""
+
     def __init__(self, low: Any, high: Any):
         self.low, self.high = low, high
 
@@ -251,13 +307,14 @@ class Clip(Function):
         return get_array_module(x).clip(x, self.low, self.high)
 
     def backward(self, gy: Any) -> Any:
+        # gx = gy where low <= x <= high, else 0
         (x,) = self.saved
-        inside = x == x  # all True, then knock out the clipped side(s)
+        gx = gy.copy()
         if self.low is not None:
-            inside = inside & (x >= self.low)
+            gx[x < self.low] = 0
         if self.high is not None:
-            inside = inside & (x <= self.high)
-        return gy * inside
+            gx[x > self.high] = 0
+        return gx
 
 
 def neg(x: Any) -> Tensor:
@@ -307,29 +364,40 @@ def clip(x: Any, low: Any = None, high: Any = None) -> Tensor:
 
 # ---------------------------------------------------------------------------- where
 class Where(Function):
+    """$y = a$ where the (fixed) condition holds, else $b$; each side gets $g_y$ where it was
+    picked."""
+
     def __init__(self, condition: Any):
         self.condition = condition
 
     def forward(self, a: Any, b: Any) -> Any:
         xp = get_array_module(a, b)
         self.shapes = (a.shape, b.shape)
-        return xp.where(self.condition, a, b)
+        try:
+            return xp.where(self.condition, a, b)
+        except ValueError:
+            raise ValueError(
+                f"where: condition {tuple(self.condition.shape)}, a {tuple(a.shape)} and "
+                f"b {tuple(b.shape)} do not broadcast"
+            ) from None
 
     def backward(self, gy: Any) -> Any:
+        # ga = gy where condition, gb = gy elsewhere; each summed back to its input's shape
         xp = get_array_module(gy)
         zero = xp.zeros((), dtype=gy.dtype)
         sa, sb = self.shapes
-        return (sum_to_shape(xp.where(self.condition, gy, zero), sa),
-                sum_to_shape(xp.where(self.condition, zero, gy), sb))
+        need = self.needs_input_grad
+        ga = sum_to_shape(xp.where(self.condition, gy, zero), sa) if need[0] else None
+        gb = sum_to_shape(xp.where(self.condition, zero, gy), sb) if need[1] else None
+        return ga, gb
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:
     """$y = a$ where ``condition`` else $b$ (broadcasting; the condition gets no gradient)."""
     cond = condition.data if isinstance(condition, Tensor) else condition
     ref = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
-    if ref is not None:
-        xp = get_array_module(ref.data)
-        cond = xp.asarray(cond)
+    xp = get_array_module(ref.data) if ref is not None else get_array_module(a, b)
+    cond = xp.asarray(cond)
     if cond.dtype != bool:
         raise TypeError(f"where: the condition must be boolean, got dtype {cond.dtype}")
     return Where(cond)(a, b)

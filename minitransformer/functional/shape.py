@@ -21,6 +21,8 @@ __all__ = [
 
 
 class Reshape(Function):
+    """Same values, new shape; $g_x$ = $g_y$ reshaped back."""
+
     def __init__(self, shape: tuple[int, ...]):
         self.shape = shape
 
@@ -50,6 +52,8 @@ def flatten(x: Any, start_axis: int = 0) -> Tensor:
 
 
 class Transpose(Function):
+    """Permute axes; $g_x$ = $g_y$ under the inverse permutation."""
+
     def __init__(self, axes: tuple[int, ...] | None):
         self.axes = axes
 
@@ -78,6 +82,8 @@ def swapaxes(x: Any, axis1: int, axis2: int) -> Tensor:
 
 
 class BroadcastTo(Function):
+    """A broadcast view; $g_x$ = $g_y$ summed over the broadcast axes."""
+
     def __init__(self, shape: tuple[int, ...]):
         self.shape = shape
 
@@ -123,6 +129,8 @@ def unsqueeze(x: Any, axis: int) -> Tensor:
 
 
 class Concat(Function):
+    """Join along an axis; each input gets its slab of $g_y$."""
+
     def __init__(self, axis: int):
         self.axis = axis
 
@@ -163,6 +171,8 @@ def stack(xs: Sequence[Any], axis: int = 0) -> Tensor:
 
 
 class Split(Function):
+    """Split along an axis; $g_x$ = the output gradients joined back."""
+
     def __init__(self, indices_or_sections: Any, axis: int):
         self.spec, self.axis = indices_or_sections, axis
 
@@ -204,6 +214,8 @@ def _has_advanced(index: Any) -> bool:
 
 
 class GetItem(Function):
+    """$y = x[\\text{index}]$; $g_x$ = zeros with $g_y$ scattered (added) back at the index."""
+
     def __init__(self, index: Any):
         self.index = index
 
@@ -235,6 +247,8 @@ def getitem(x: Any, index: Any) -> Tensor:
 
 
 class ToDevice(Function):
+    """Copy to another device; $g_x$ = $g_y$ copied back."""
+
     def __init__(self, device: Any):
         self.device = backend.as_device(device)
 
@@ -252,6 +266,8 @@ def to_device(x: Any, device: Any) -> Tensor:
 
 
 class AsType(Function):
+    """Cast the dtype; $g_x$ = $g_y$ cast back."""
+
     def __init__(self, dtype: Any):
         self.dtype = np.dtype(dtype)
 
