@@ -15,6 +15,7 @@ from .autograd import (
     debug_mode,
     detect_anomaly,
     enable_grad,
+    is_debug_mode,
     is_grad_enabled,
     no_grad,
     ones,
@@ -40,8 +41,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Device", "Function", "Tensor", "backend", "cuda_available", "debug_mode", "detect_anomaly",
-    "enable_grad", "functional", "get_default_device", "get_default_dtype", "is_grad_enabled",
-    "manual_seed", "no_grad", "ones", "ones_like", "randn", "set_default_device",
-    "set_default_dtype", "set_grad_enabled", "tensor", "testing", "to_numpy", "zeros",
-    "zeros_like",
+    "enable_grad", "functional", "get_default_device", "get_default_dtype", "is_debug_mode",
+    "is_grad_enabled", "manual_seed", "no_grad", "ones", "ones_like", "randn",
+    "set_default_device", "set_default_dtype", "set_grad_enabled", "tensor", "testing", "to_numpy",
+    "zeros", "zeros_like",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "get_default_device",
     "get_default_dtype",
     "manual_seed",
+    "scatter_add",
     "set_default_device",
     "set_default_dtype",
     "to_device",
@@ -51,6 +52,8 @@ class _CupyMissing:
         self.reason = reason
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # protocol probes (copy, pickle, hasattr) get the usual error
+            raise AttributeError(name)
         raise RuntimeError(f"CuPy is not available ({self.reason}); {_CUPY_INSTALL_HINT}")
 
     def __bool__(self) -> bool:
@@ -219,17 +222,23 @@ def get_default_device() -> Device:
     global _default_device
     if _default_device is None:
         env = os.environ.get("MINITRANSFORMER_DEVICE", "").strip()
-        _default_device = as_device(env) if env else _CPU
+        try:
+            _default_device = as_device(env) if env else _CPU
+        except (ValueError, RuntimeError) as e:
+            raise type(e)(f"MINITRANSFORMER_DEVICE={env!r}: {e}") from None
     return _default_device
 
 
-def set_default_device(device: str | Device) -> None:
-    """Make ``device`` the default for new tensors and parameters ("cpu", "cuda" or "gpu")."""
+def set_default_device(device: str | Device | None) -> None:
+    """Make ``device`` the default for new tensors and parameters ("cpu", "cuda" or "gpu").
+
+    ``None`` forgets the choice: the default is read again from ``MINITRANSFORMER_DEVICE``."""
     global _default_device
-    _default_device = as_device(device)
+    _default_device = None if device is None else as_device(device)
 
 
 def get_default_dtype() -> np.dtype:
+    """The floating dtype new tensors and parameters get (float32 unless changed)."""
     return _default_dtype
 
 

@@ -1,16 +1,21 @@
 """Numerical gradient checking, the test every differentiable op must pass.
 
-For f: inputs -> output and a *random* upstream gradient ``gy``, the engine's
-``dL/dx`` with ``L = sum(gy * f(x))`` is compared with central differences
+For f: inputs -> outputs and *random* upstream gradients ``gy``, the engine's gradient of
+
+    L(x) = sum_k <gy_k, f_k(x)>
+
+is compared with central differences in float64:
 
     dL/dx_i ≈ (L(x + eps e_i) - L(x - eps e_i)) / (2 eps)
 
-in float64. A random ``gy`` matters: with ``gy = 1`` (i.e. checking ``sum(f(x))``) the
-gradient of softmax or layer-norm is identically zero, so a wrong backward passes.
+A random ``gy`` matters: with ``gy = 1`` (i.e. checking ``sum(f(x))``) the gradient of softmax
+is identically zero (its outputs always sum to 1), so a wrong backward that also returns
+zero for a constant ``gy`` passes. DeZero's and many tutorials' checks fall into this trap.
 
 Small inputs are checked element by element. For large inputs a *directional* check
-compares ``<grad, v>`` with ``(L(x + eps v) - L(x - eps v)) / (2 eps)`` for a few random
-directions ``v``, which costs two evaluations per direction instead of two per element.
+compares ``<grad, v>`` with ``(L(x + eps v) - L(x - eps v)) / (2 eps)`` for a few random unit
+directions ``v``: two evaluations per direction instead of two per element. The idea and
+the failure report follow Chainer's ``gradient_check.check_backward``.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from .. import backend
-from .grad_mode import set_grad_enabled
-from .tensor import Tensor
+from .grad_mode import no_grad
+from .tensor import Tensor, _is_array
 
 __all__ = ["GradcheckError", "gradcheck"]
 
@@ -31,15 +36,16 @@ class GradcheckError(AssertionError):
     """The analytic and numerical gradients disagree; the message says where and by how much."""
 
 
-def _outputs(fn: Callable[..., Any], inputs: Sequence[Tensor]) -> list[Tensor]:
+def _float_outputs(fn: Callable[..., Any], inputs: Sequence[Any]) -> list[Tensor]:
     out = fn(*inputs)
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
-    return [o for o in outs if isinstance(o, Tensor)]
+    return [o for o in outs if isinstance(o, Tensor) and o.dtype.kind == "f"]
 
 
-def _loss(fn: Callable[..., Any], inputs: Sequence[Tensor], gys: Sequence[Any]) -> float:
-    with set_grad_enabled(False):
-        outs = _outputs(fn, inputs)
+def _loss(fn: Callable[..., Any], inputs: Sequence[Any], gys: Sequence[Any]) -> float:
+    """L = sum_k <gy_k, f_k(inputs)>, without recording a graph."""
+    with no_grad():
+        outs = _float_outputs(fn, inputs)
     return float(sum(float((o.data * g).sum()) for o, g in zip(outs, gys)))
 
 
@@ -57,96 +63,124 @@ def gradcheck(
 ) -> bool:
     """Check ``fn``'s backward against central differences; raise ``GradcheckError`` if not.
 
+    $\\frac{\\partial L}{\\partial x_i} \\approx \\frac{L(x + \\epsilon e_i) - L(x - \\epsilon
+    e_i)}{2\\epsilon}$ with $L = \\sum_k \\langle gy_k, f_k(x) \\rangle$.
+
     Args:
-        fn: takes the inputs (Tensors) and returns a Tensor or a tuple of Tensors.
-        inputs: Tensors (or arrays); those with ``requires_grad`` are checked. All floating
-            inputs must be float64.
-        gy: upstream gradient(s), one per output; default: random normal (seeded by ``seed``).
+        fn: takes the inputs and returns a Tensor or a tuple of Tensors (floating outputs
+            are checked; integer outputs are ignored).
+        inputs: Tensors, arrays or other arguments. Tensors with ``requires_grad`` are
+            checked; they are copied first, so the caller's tensors and ``.grad`` are not
+            touched. Floating tensors must be float64.
+        gy: upstream gradient(s), one per floating output; default: standard normal, drawn
+            from ``numpy.random.default_rng(seed)``. Never pass ones to a normalising op.
         eps, rtol, atol: step and tolerances; a gradient passes when
             ``|analytic - numeric| <= atol + rtol * |numeric|`` element-wise.
-        max_elements: inputs larger than this are checked along ``n_directions`` random
+        max_elements: inputs with more elements are checked along ``n_directions`` random
             directions instead of element by element.
 
     Returns True on success, so ``assert gradcheck(...)`` reads naturally.
     """
-    inputs = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+    args: list[Any] = []
     for i, x in enumerate(inputs):
-        if x.dtype.kind == "f" and x.dtype != np.float64:
-            raise TypeError(f"gradcheck needs float64 inputs; input #{i} is {x.dtype}")
-    checked = [i for i, x in enumerate(inputs) if x.requires_grad]
+        if _is_array(x):
+            x = Tensor(x)
+        if isinstance(x, Tensor):
+            if x.dtype.kind == "f" and x.dtype != np.float64:
+                raise TypeError(f"gradcheck needs float64 inputs; input #{i} is {x.dtype}")
+            # Our own leaf, so perturbing it in place below cannot touch the caller's data or
+            # .grad. order="K" keeps the memory layout: a transposed input stays transposed.
+            x = Tensor(x.data.copy(order="K"), requires_grad=x.requires_grad)
+        args.append(x)
+    checked = [i for i, x in enumerate(args) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input has requires_grad=True")
 
+    # ---- analytic: one backward per output, summed on the leaves
     rng = np.random.default_rng(seed)
-    outs = _outputs(fn, inputs)
+    outs = _float_outputs(fn, args)
     if gy is None:
         gys = [backend.to_device(rng.standard_normal(o.shape), o.device) for o in outs]
     else:
         gys = list(gy) if isinstance(gy, (tuple, list)) else [gy]
-        gys = [g.data if isinstance(g, Tensor) else g for g in gys]
-
-    # analytic: backprop sum_k <gy_k, out_k> in one pass
-    for x in inputs:
-        x.grad = None
-    outs = [o for o in _outputs(fn, inputs)]
-    total = None
-    for o, g in zip(outs, gys):
-        if not o.requires_grad:
-            continue
-        term = (o * Tensor(g)).sum()
-        total = term if total is None else total + term
-    if total is None:
+        gys = [backend.to_device(g.data if isinstance(g, Tensor) else g, o.device)
+               for g, o in zip(gys, outs)]
+        if len(gys) != len(outs):
+            raise ValueError(f"gradcheck: {len(gys)} upstream gradients for {len(outs)} outputs")
+    if not any(o.requires_grad for o in outs):
         raise GradcheckError("gradcheck: no output depends on an input that requires grad")
-    total.backward()
+    for o, g in zip(outs, gys):
+        if o.requires_grad:
+            o.backward(g, retain_graph=True)
 
+    # ---- numeric, input by input
     for i in checked:
-        x = inputs[i]
-        analytic = x.grad if x.grad is not None else backend.get_array_module(x.data).zeros_like(
-            x.data)
-        analytic = backend.to_numpy(analytic)
-        original = x.data.copy()
+        x = args[i]
         xp = backend.get_array_module(x.data)
-
-        def loss_at(delta: Any, x: Tensor = x, original: Any = original) -> float:
-            x.data = original + delta
-            try:
-                return _loss(fn, inputs, gys)
-            finally:
-                x.data = original
-
+        analytic = backend.to_numpy(x.grad if x.grad is not None else xp.zeros_like(x.data))
         if x.size <= max_elements:
-            numeric = np.zeros(x.shape, dtype=np.float64)
-            flat = numeric.reshape(-1)
-            for k in range(x.size):
-                e = np.zeros(x.size)
-                e[k] = eps
-                e = backend.to_device(e.reshape(x.shape), x.device)
-                flat[k] = (loss_at(e) - loss_at(-e)) / (2 * eps)
-            err = np.abs(analytic - numeric)
-            bound = atol + rtol * np.abs(numeric)
-            if not np.all(err <= bound):
-                k = int(np.argmax(err - bound))
-                idx = np.unravel_index(k, x.shape)
-                raise GradcheckError(
-                    f"gradcheck failed for input #{i} (shape {x.shape}): worst element {idx}: "
-                    f"analytic {analytic[idx]:.10g} vs numeric {numeric[idx]:.10g} "
-                    f"(|diff| {err[idx]:.3g} > atol {atol:g} + rtol {rtol:g} * |numeric|); "
-                    f"{int((err > bound).sum())} of {x.size} elements differ.\n"
-                    f"analytic:\n{np.array2string(analytic, precision=6)}\n"
-                    f"numeric:\n{np.array2string(numeric, precision=6)}"
-                )
+            _check_elementwise(fn, args, gys, i, analytic, eps, rtol, atol)
         else:
-            for d in range(n_directions):
-                v = rng.standard_normal(x.shape)
-                v /= np.linalg.norm(v)
-                dv = backend.to_device(v * eps, x.device)
-                numeric_dir = (loss_at(dv) - loss_at(-dv)) / (2 * eps)
-                analytic_dir = float((analytic * v).sum())
-                if not abs(analytic_dir - numeric_dir) <= atol + rtol * abs(numeric_dir):
-                    raise GradcheckError(
-                        f"gradcheck failed for input #{i} (shape {x.shape}) along random "
-                        f"direction {d}: analytic <grad, v> = {analytic_dir:.10g} vs numeric "
-                        f"{numeric_dir:.10g} (|diff| {abs(analytic_dir - numeric_dir):.3g})"
-                    )
-        del xp
+            _check_directions(fn, args, gys, i, analytic, eps, rtol, atol, rng, n_directions)
     return True
+
+
+def _check_elementwise(fn: Callable[..., Any], args: list[Any], gys: list[Any], i: int,
+                       analytic: np.ndarray, eps: float, rtol: float, atol: float) -> None:
+    x = args[i]
+    data = x.data  # our own copy (see gradcheck): perturbed in place, one element at a time
+    numeric = np.zeros(x.shape, dtype=np.float64)
+    for idx in np.ndindex(*x.shape):  # index tuples work whatever the strides
+        original = float(data[idx])
+        plus, minus = original + eps, original - eps
+        data[idx] = plus
+        loss_plus = _loss(fn, args, gys)
+        data[idx] = minus
+        loss_minus = _loss(fn, args, gys)
+        data[idx] = original
+        numeric[idx] = (loss_plus - loss_minus) / (plus - minus)  # the step actually taken
+
+    err = np.abs(analytic - numeric)
+    bound = atol + rtol * np.abs(numeric)
+    if np.all(err <= bound):
+        return
+    worst = tuple(int(k) for k in np.unravel_index(int(np.argmax(err - bound)), x.shape))
+    raise GradcheckError(
+        f"gradcheck failed for input #{i} (shape {tuple(x.shape)}): "
+        f"{int((err > bound).sum())} of {x.size} elements differ; worst element {worst}: "
+        f"analytic {analytic[worst]:.10g} vs numeric {numeric[worst]:.10g} "
+        f"(|diff| {err[worst]:.3g} > atol {atol:g} + rtol {rtol:g} * |numeric|).\n"
+        f"analytic:\n{np.array2string(analytic, precision=6)}\n"
+        f"numeric:\n{np.array2string(numeric, precision=6)}"
+    )
+
+
+def _check_directions(fn: Callable[..., Any], args: list[Any], gys: list[Any], i: int,
+                      analytic: np.ndarray, eps: float, rtol: float, atol: float,
+                      rng: np.random.Generator, n_directions: int) -> None:
+    x = args[i]
+    original = x.data
+    results = []
+    for _ in range(n_directions):
+        v = rng.standard_normal(x.shape)
+        v /= np.linalg.norm(v)  # a unit direction
+        step = backend.to_device(v * eps, x.device)
+        x.data = original + step
+        loss_plus = _loss(fn, args, gys)
+        x.data = original - step
+        loss_minus = _loss(fn, args, gys)
+        x.data = original
+        numeric = (loss_plus - loss_minus) / (2 * eps)
+        results.append((float((analytic * v).sum()), numeric))
+    errors = [abs(a - n) - (atol + rtol * abs(n)) for a, n in results]
+    d = int(np.argmax(errors))
+    if errors[d] > 0:
+        a, n = results[d]
+        table = "\n".join(f"  direction {k}: analytic {a_:.10g} vs numeric {n_:.10g}"
+                          for k, (a_, n_) in enumerate(results))
+        raise GradcheckError(
+            f"gradcheck failed for input #{i} (shape {tuple(x.shape)}, {x.size} elements, "
+            f"checked along {n_directions} random unit directions v): worst is direction {d}: "
+            f"analytic <grad, v> = {a:.10g} vs numeric {n:.10g} (|diff| {abs(a - n):.3g} > "
+            f"atol {atol:g} + rtol {rtol:g} * |numeric|).\n{table}"
+        )

@@ -23,10 +23,22 @@ from . import engine
 __all__ = ["Tensor", "as_tensor", "ones", "ones_like", "randn", "tensor", "zeros", "zeros_like"]
 
 
-def _functional() -> Any:
-    from .. import functional  # deferred: functional imports this module (see docstring)
+class _DeferredFunctional:
+    """Stands in for ``minitransformer.functional`` until an operator first needs it.
 
-    return functional
+    functional imports this module, so it cannot be imported at the top (see the module
+    docstring). The first attribute access imports it and puts the real module in this
+    name's place, so later operators pay nothing for the indirection."""
+
+    def __getattr__(self, name: str) -> Any:
+        global F
+        from .. import functional
+
+        F = functional
+        return getattr(functional, name)
+
+
+F: Any = _DeferredFunctional()
 
 
 def _is_array(a: Any) -> bool:
@@ -38,9 +50,13 @@ class Tensor:
 
     Attributes:
         data: the raw NumPy or CuPy array.
-        grad: a raw array of the same shape, dtype and device, or None.
+        grad: a raw array of the same shape, dtype and device, or None. Filled by backward
+            on leaves (and on tensors that called ``retain_grad()``); never shared with
+            another tensor.
         requires_grad: whether gradients flow to (or through) this tensor.
-        creator: the Function that produced it (None for leaves).
+        creator: the Function that produced it (None for leaves); ``grad_fn`` in PyTorch.
+        output_index: which output of ``creator`` this is (ops like ``split`` have several).
+        name: an optional label (for printing and drawing graphs).
     """
 
     __slots__ = ("data", "grad", "requires_grad", "creator", "output_index", "name",
@@ -50,6 +66,8 @@ class Tensor:
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None):
         if isinstance(data, Tensor):
             data = data.data
+        elif isinstance(data, np.generic):  # a NumPy scalar (e.g. from argmax): a 0-d array
+            data = np.asarray(data)
         if not _is_array(data):
             raise TypeError(f"Tensor wraps a NumPy or CuPy array, got {type(data).__name__}; "
                             "use mt.tensor(...) to convert lists and scalars")
@@ -65,13 +83,15 @@ class Tensor:
         self.name = name
 
     @classmethod
-    def _from_op(cls, data: Any, requires_grad: bool) -> Tensor:
+    def _from_op(cls, data: Any, requires_grad: bool, creator: Any = None, output_index: int = 0
+                 ) -> Tensor:
+        """An op's output: skips __init__'s checks (the op made a valid array)."""
         t = cls.__new__(cls)
         t.data = data
         t.grad = None
         t.requires_grad = requires_grad
-        t.creator = None
-        t.output_index = 0
+        t.creator = creator
+        t.output_index = output_index
         t.name = None
         return t
 
@@ -143,7 +163,11 @@ class Tensor:
         engine.backward(self, gy, retain_graph=retain_graph)
 
     def _accumulate_grad(self, g: Any) -> None:
-        # First write copies: g may be shared with another tensor (see engine.py).
+        if isinstance(g, np.generic):  # NumPy reductions may hand back scalars
+            g = np.asarray(g)
+        # The first write copies, later ones add out of place: g may be shared with another
+        # tensor or still be used by the engine (see engine.py), and self.grad may be held by
+        # the user. So no two tensors ever share a gradient array.
         self.grad = g.copy() if self.grad is None else self.grad + g
 
     def retain_grad(self) -> Tensor:
@@ -162,15 +186,20 @@ class Tensor:
         return Tensor._from_op(self.data, False)
 
     def requires_grad_(self, flag: bool = True) -> Tensor:
+        """Switch gradient tracking of a leaf on or off, in place."""
+        if self.creator is not None:
+            raise RuntimeError(
+                "requires_grad_() works on leaf tensors only; use .detach() to cut a computed "
+                "tensor from the graph"
+            )
         if flag and not np.issubdtype(self.dtype, np.floating):
             raise TypeError(f"only floating-point tensors can require gradients, got {self.dtype}")
-        self.requires_grad = flag
+        self.requires_grad = bool(flag)
         return self
 
     # ---------------------------------------------------------------- device and dtype
     def to(self, device: Any = None, dtype: Any = None) -> Tensor:
         """Move to a device ("cpu", "cuda"/"gpu") and/or cast; differentiable."""
-        F = _functional()
         out = self
         if device is not None and backend.as_device(device) != self.device:
             out = F.to_device(out, device)
@@ -189,49 +218,49 @@ class Tensor:
 
     # ---------------------------------------------------------------- operators
     def __add__(self, other: Any) -> Tensor:
-        return _functional().add(self, other)
+        return F.add(self, other)
 
     def __radd__(self, other: Any) -> Tensor:
-        return _functional().add(other, self)
+        return F.add(other, self)
 
     def __sub__(self, other: Any) -> Tensor:
-        return _functional().sub(self, other)
+        return F.sub(self, other)
 
     def __rsub__(self, other: Any) -> Tensor:
-        return _functional().sub(other, self)
+        return F.sub(other, self)
 
     def __mul__(self, other: Any) -> Tensor:
-        return _functional().mul(self, other)
+        return F.mul(self, other)
 
     def __rmul__(self, other: Any) -> Tensor:
-        return _functional().mul(other, self)
+        return F.mul(other, self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        return _functional().div(self, other)
+        return F.div(self, other)
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        return _functional().div(other, self)
+        return F.div(other, self)
 
     def __neg__(self) -> Tensor:
-        return _functional().neg(self)
+        return F.neg(self)
 
     def __pow__(self, exponent: Any) -> Tensor:
-        return _functional().pow(self, exponent)
+        return F.pow(self, exponent)
 
     def __rpow__(self, base: Any) -> Tensor:
-        return _functional().pow(base, self)
+        return F.pow(base, self)
 
     def __matmul__(self, other: Any) -> Tensor:
-        return _functional().matmul(self, other)
+        return F.matmul(self, other)
 
     def __rmatmul__(self, other: Any) -> Tensor:
-        return _functional().matmul(other, self)
+        return F.matmul(other, self)
 
     def __getitem__(self, index: Any) -> Tensor:
-        return _functional().getitem(self, index)
+        return F.getitem(self, index)
 
     def __abs__(self) -> Tensor:
-        return _functional().abs(self)
+        return F.abs(self)
 
     # Comparisons give boolean tensors outside the graph. `==` stays identity so that
     # tensors can be dict keys and set members, as parameters often are.
@@ -252,56 +281,56 @@ class Tensor:
     # ---------------------------------------------------------------- methods
     @property
     def T(self) -> Tensor:
-        return _functional().transpose(self)
+        return F.transpose(self)
 
     def reshape(self, *shape: Any) -> Tensor:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return _functional().reshape(self, shape)
+        return F.reshape(self, shape)
 
     def transpose(self, *axes: Any) -> Tensor:
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
-        return _functional().transpose(self, axes or None)
+        return F.transpose(self, axes or None)
 
     def swapaxes(self, axis1: int, axis2: int) -> Tensor:
-        return _functional().swapaxes(self, axis1, axis2)
+        return F.swapaxes(self, axis1, axis2)
 
     def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
-        return _functional().sum(self, axis=axis, keepdims=keepdims)
+        return F.sum(self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
-        return _functional().mean(self, axis=axis, keepdims=keepdims)
+        return F.mean(self, axis=axis, keepdims=keepdims)
 
     def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
-        return _functional().var(self, axis=axis, keepdims=keepdims, ddof=ddof)
+        return F.var(self, axis=axis, keepdims=keepdims, ddof=ddof)
 
     def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
-        return _functional().max(self, axis=axis, keepdims=keepdims)
+        return F.max(self, axis=axis, keepdims=keepdims)
 
     def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
-        return _functional().min(self, axis=axis, keepdims=keepdims)
+        return F.min(self, axis=axis, keepdims=keepdims)
 
     def exp(self) -> Tensor:
-        return _functional().exp(self)
+        return F.exp(self)
 
     def log(self) -> Tensor:
-        return _functional().log(self)
+        return F.log(self)
 
     def sqrt(self) -> Tensor:
-        return _functional().sqrt(self)
+        return F.sqrt(self)
 
     def tanh(self) -> Tensor:
-        return _functional().tanh(self)
+        return F.tanh(self)
 
     def squeeze(self, axis: Any = None) -> Tensor:
-        return _functional().squeeze(self, axis)
+        return F.squeeze(self, axis)
 
     def unsqueeze(self, axis: int) -> Tensor:
-        return _functional().unsqueeze(self, axis)
+        return F.unsqueeze(self, axis)
 
     def broadcast_to(self, shape: tuple[int, ...]) -> Tensor:
-        return _functional().broadcast_to(self, shape)
+        return F.broadcast_to(self, shape)
 
     def argmax(self, axis: Any = None) -> Tensor:
         return Tensor(self.data.argmax(axis=axis))
@@ -315,7 +344,7 @@ def _raw(x: Any) -> Any:
 def _resolve_dtype(data: Any, dtype: Any) -> Any:
     if dtype is not None:
         return np.dtype(dtype)
-    if _is_array(data):
+    if _is_array(data) or isinstance(data, np.generic):
         return data.dtype  # keeps float64 (and ints) when given
     probe = np.asarray(data)
     if probe.dtype.kind == "f":
@@ -351,9 +380,10 @@ def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
     if _is_array(x):
         return Tensor(x)
     if like is not None:
-        xp = backend.get_array_module(like.data)
-        dtype = like.dtype if like.dtype.kind == "f" else None
-        return Tensor(xp.asarray(x, dtype=dtype))
+        data = like.data
+        dtype = data.dtype if data.dtype.kind == "f" else None
+        # _from_op skips __init__'s checks: asarray just made a valid array (x * 0.5 is common)
+        return Tensor._from_op(backend.get_array_module(data).asarray(x, dtype=dtype), False)
     return tensor(x)
 
 
