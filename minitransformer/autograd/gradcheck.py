@@ -60,6 +60,7 @@ def gradcheck(
     seed: int = 0,
     max_elements: int = 4096,
     n_directions: int = 8,
+    allow_unused: bool = False,
 ) -> bool:
     """Check ``fn``'s backward against central differences; raise ``GradcheckError`` if not.
 
@@ -78,6 +79,9 @@ def gradcheck(
             ``|analytic - numeric| <= atol + rtol * |numeric|`` element-wise.
         max_elements: inputs with more elements are checked along ``n_directions`` random
             directions instead of element by element.
+        allow_unused: by default an input that requires grad but receives no gradient is an
+            error: it usually means ``fn`` ignores its arguments (say, a closure over module
+            parameters), and then both gradients are zero and the check would pass vacuously.
 
     Returns True on success, so ``assert gradcheck(...)`` reads naturally.
     """
@@ -117,6 +121,13 @@ def gradcheck(
     for i in checked:
         x = args[i]
         xp = backend.get_array_module(x.data)
+        if x.grad is None and not allow_unused:
+            raise GradcheckError(
+                f"gradcheck: input #{i} (shape {tuple(x.shape)}) requires grad but no gradient "
+                "reached it: fn does not use this argument (gradcheck passes copies of the "
+                "inputs, so fn must compute from its arguments). Pass allow_unused=True if "
+                "that is intended."
+            )
         analytic = backend.to_numpy(x.grad if x.grad is not None else xp.zeros_like(x.data))
         if x.size <= max_elements:
             _check_elementwise(fn, args, gys, i, analytic, eps, rtol, atol)

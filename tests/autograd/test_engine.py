@@ -445,4 +445,5 @@ def test_random_graphs_match_numpy_and_gradcheck(graph, seed):
     if not isinstance(got, mt.Tensor):  # the output is a single leaf
         got = got * 1.0
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
-    assert gradcheck(lambda *xs: _run_graph(xs, steps, outputs, which=0) * 1.0, tensors)
+    assert gradcheck(lambda *xs: _run_graph(xs, steps, outputs, which=0) * 1.0, tensors,
+                     allow_unused=True)  # a random graph may leave an input unused
