@@ -9,32 +9,53 @@ checkpoints (safetensors + JSON sidecar, written atomically), resuming, and stop
         if not finite(metrics["loss"]): stop, keep the last good checkpoint
         log metrics; every eval_every steps: recipe.evaluate(); every save_every: checkpoint
 
+Checkpoints are ``ckpt-{step:08d}.safetensors`` + ``.json`` pairs in the run directory. A new
+pair is complete before the previous one is deleted (``keep`` pairs are kept), so a crash in the
+middle of a save never leaves the run without a loadable checkpoint; ``load_latest`` skips a
+corrupt or half-written newest pair and falls back to the one before, saying so.
+
 Resuming restores the recipe's tensors (model, optimiser, teacher, centers) and its random
 generator, so the steps after a resume reproduce the losses of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import re
+import signal
+import threading
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .. import io
 
-__all__ = ["Recipe", "TrainingDiverged", "TrainResult", "train"]
+__all__ = [
+    "Recipe",
+    "TrainResult",
+    "TrainingDiverged",
+    "checkpoint_path",
+    "list_checkpoints",
+    "load_latest",
+    "read_metrics",
+    "train",
+]
 
 
 class Recipe(Protocol):
     """What the loop needs from a recipe."""
 
     name: str
-    steps: int  # default number of steps of the chosen preset
+    steps: int  # default number of steps of the chosen preset (the schedules' horizon)
 
     def train_step(self, step: int) -> dict[str, float]:
-        """One optimiser step; returns metrics with at least "loss" (a float)."""
+        """One optimiser step; returns metrics with at least "loss" (a float). When the loss is
+        not finite the recipe must leave its state untouched (no optimiser step)."""
 
     def evaluate(self) -> dict[str, float]:
         """The recipe's headline metrics (e.g. k-NN accuracy), as floats."""
@@ -55,20 +76,128 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainResult:
+    """What ``train`` returns: steps done (in total, counting a resumed start), the last
+    step's metrics, the final evaluation, whether Ctrl-C stopped it, and the wall time."""
+
     steps_done: int
     last_metrics: dict[str, float] = field(default_factory=dict)
     eval_metrics: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
     seconds: float = 0.0
+    checkpoint: Path | None = None
 
 
-CHECKPOINT = "checkpoint.safetensors"
+_CKPT_RE = re.compile(r"^ckpt-(\d{8,})\.safetensors$")
+METRICS = "metrics.jsonl"
 
 
-def _save(recipe: Recipe, out: Path, step: int) -> None:
+def checkpoint_path(out_dir: str | Path, step: int) -> Path:
+    """``out_dir/ckpt-{step:08d}.safetensors`` (its sidecar is the ``.json`` beside it)."""
+    return Path(out_dir) / f"ckpt-{int(step):08d}.safetensors"
+
+
+def list_checkpoints(out_dir: str | Path) -> list[Path]:
+    """The checkpoint files of a run directory, oldest first (by step)."""
+    d = Path(out_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CKPT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def load_latest(out_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Load the newest readable checkpoint of ``out_dir``: ``(arrays, metadata, path)``.
+
+    A newest pair that is corrupt, truncated or missing its sidecar (a save interrupted by a
+    crash) is reported with a warning and the previous pair is tried. Raises
+    ``FileNotFoundError`` when the directory holds no checkpoint, and ``io.CheckpointError``
+    (listing every failure) when none of them loads.
+    """
+    paths = list_checkpoints(out_dir)
+    if not paths:
+        raise FileNotFoundError(f"load_latest: no checkpoint (ckpt-*.safetensors) in {out_dir}")
+    errors = []
+    for p in reversed(paths):
+        try:
+            arrays, meta = io.load_checkpoint(p)
+        except (io.CheckpointError, FileNotFoundError) as e:
+            errors.append(f"{p.name}: {e}")
+            continue
+        if errors:
+            warnings.warn(
+                "load_latest: skipped unreadable checkpoint(s), using "
+                f"{p.name}:\n  " + "\n  ".join(errors), RuntimeWarning, stacklevel=2,
+            )
+        return arrays, meta, p
+    raise io.CheckpointError(
+        f"load_latest: no checkpoint in {out_dir} could be loaded:\n  " + "\n  ".join(errors)
+    )
+
+
+def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of ``out_dir/metrics.jsonl``: one dict per logged step (``{"step", "loss",
+    ...}``) or evaluation (``{"step", "eval": {...}}``). A torn last line is ignored."""
+    path = Path(out_dir) / METRICS
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # the line being written when the process died
+    return out
+
+
+def _save(recipe: Recipe, out: Path, step: int, keep: int) -> Path:
+    """Write the pair for ``step``, then delete all but the newest ``keep`` pairs."""
     arrays, meta = recipe.state()
     meta = dict(meta, step=step, recipe=recipe.name, config=recipe.config())
-    io.save_checkpoint(out / CHECKPOINT, arrays, meta)
+    path = io.save_checkpoint(checkpoint_path(out, step), arrays, meta)
+    for old in list_checkpoints(out)[:-max(keep, 1)]:
+        for f in (old, io.sidecar_path(old)):
+            with contextlib.suppress(OSError):
+                f.unlink()
+    return path
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the records logged after ``step`` (steps a crashed run did after its last
+    checkpoint), so a resumed run's log has each step once."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if int(rec.get("step", 0)) <= step:
+            kept.append(line)
+    path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[dict[str, bool]]:
+    """Turn the first Ctrl-C into a flag checked between steps, so a step (and its optimiser
+    update) is never cut in half and the saved state is consistent. A second Ctrl-C raises
+    ``KeyboardInterrupt`` at once. Only the main thread can install signal handlers; elsewhere
+    Ctrl-C keeps its usual behaviour."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def train(
@@ -80,15 +209,19 @@ def train(
     save_every: int = 0,
     progress: bool = True,
     log_every: int = 1,
+    keep: int = 2,
 ) -> TrainResult:
-    """Run ``recipe`` for ``steps`` optimiser steps, writing into ``out_dir``:
+    """Run ``recipe`` until ``steps`` optimiser steps are done, writing into ``out_dir``:
 
     - ``metrics.jsonl``: one JSON object per logged step (and per evaluation);
-    - ``checkpoint.safetensors`` + ``checkpoint.json``: the latest good state.
+    - ``ckpt-{step}.safetensors`` + ``.json``: the latest good states (the newest ``keep``).
 
-    ``resume=True`` continues from the checkpoint in ``out_dir``. A NaN/inf loss raises
-    ``TrainingDiverged`` (the checkpoint on disk is the last good one); Ctrl-C saves a
-    checkpoint at the last completed step and returns with ``interrupted=True``.
+    ``steps`` is the total (a resumed run continues from its checkpoint's step up to it);
+    None means ``recipe.steps``. ``resume=True`` continues from the newest readable checkpoint
+    in ``out_dir``. A NaN/inf loss raises ``TrainingDiverged`` (the checkpoints on disk are the
+    last good ones: save often with ``save_every``); Ctrl-C finishes the current step, saves
+    a checkpoint and returns with ``interrupted=True``. The final evaluation is skipped when
+    interrupted.
     """
     from tqdm.auto import tqdm  # lazy: only the training loop needs it
 
@@ -97,56 +230,71 @@ def train(
     total = int(steps if steps is not None else recipe.steps)
     start = 0
     if resume:
-        arrays, meta = io.load_checkpoint(out / CHECKPOINT)
+        arrays, meta, path = load_latest(out)
         if meta.get("recipe") != recipe.name:
             raise ValueError(
-                f"cannot resume: {out / CHECKPOINT} is a {meta.get('recipe')!r} run, "
-                f"not {recipe.name!r}"
+                f"cannot resume: {path} is a {meta.get('recipe')!r} run, not {recipe.name!r}"
             )
         recipe.load_state(arrays, meta)
         start = int(meta["step"])
+        _truncate_metrics(out / METRICS, start)
     result = TrainResult(steps_done=start)
+    batch = getattr(recipe, "batch_size", None)
     t0 = time.perf_counter()
     mode = "a" if resume else "w"
-    with open(out / "metrics.jsonl", mode, encoding="utf-8") as log, tqdm(
+    with open(out / METRICS, mode, encoding="utf-8") as log, tqdm(
         total=total, initial=start, disable=not progress, desc=recipe.name, unit="step",
         dynamic_ncols=True,
-    ) as bar:
+    ) as bar, _deferred_interrupt() as interrupt:
+
+        def write(record: dict[str, Any]) -> None:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+
         step = start
         try:
-            while step < total:
+            while step < total and not interrupt["stop"]:
                 t_step = time.perf_counter()
                 metrics = recipe.train_step(step)
                 loss = float(metrics["loss"])
                 if not math.isfinite(loss):
+                    saved = list_checkpoints(out)
+                    where = (f"the last good checkpoint ({saved[-1].name}) is kept in {out}"
+                             if saved else "no checkpoint was saved yet (use save_every)")
                     raise TrainingDiverged(
-                        f"{recipe.name}: the loss is {loss} at step {step}; stopping. The last "
-                        f"good checkpoint (step {result.steps_done}) is kept in {out}. Try a "
-                        "lower learning rate or stronger gradient clipping."
+                        f"{recipe.name}: the loss is {loss} at step {step}; stopping. {where}. "
+                        "Try a lower learning rate or stronger gradient clipping."
                     )
                 step += 1
                 result.steps_done = step
                 result.last_metrics = metrics
                 dt = time.perf_counter() - t_step
                 if step % log_every == 0 or step == total:
-                    log.write(json.dumps({"step": step, **_floats(metrics), "sec": dt}) + "\n")
-                    log.flush()
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                    write({"step": step, **_floats(metrics), "sec": dt})
+                post = {"loss": f"{loss:.4f}"}
+                if batch:
+                    post["samples/s"] = f"{batch / max(dt, 1e-9):.0f}"
+                bar.set_postfix(post, refresh=False)
                 bar.update(1)
                 if save_every and step % save_every == 0:
-                    _save(recipe, out, step)
+                    result.checkpoint = _save(recipe, out, step, keep)
                 if eval_every and step % eval_every == 0 and step < total:
-                    ev = recipe.evaluate()
-                    log.write(json.dumps({"step": step, "eval": _floats(ev)}) + "\n")
-                    log.flush()
+                    write({"step": step, "eval": _floats(recipe.evaluate())})
         except KeyboardInterrupt:
-            result.interrupted = True
-        if result.steps_done > start or not (out / CHECKPOINT).exists():
-            _save(recipe, out, result.steps_done)
+            # A second Ctrl-C cut a step in half: its state may be half-updated, so nothing
+            # is saved and the last checkpoint on disk stays the latest good one.
+            hard_stop = True
+        else:
+            hard_stop = False
+        result.interrupted = hard_stop or interrupt["stop"]
+        if not hard_stop and (result.steps_done > start or not list_checkpoints(out)):
+            result.checkpoint = _save(recipe, out, result.steps_done, keep)
+        else:
+            saved = list_checkpoints(out)
+            result.checkpoint = saved[-1] if saved else None
         if not result.interrupted:
             result.eval_metrics = recipe.evaluate()
-            log.write(json.dumps({"step": result.steps_done,
-                                  "eval": _floats(result.eval_metrics)}) + "\n")
+            write({"step": result.steps_done, "eval": _floats(result.eval_metrics)})
     result.seconds = time.perf_counter() - t0
     return result
 

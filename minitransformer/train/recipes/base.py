@@ -1,0 +1,258 @@
+"""What every recipe shares: presets, an explicit random generator, schedules, the optimiser
+step with its guards, and the checkpointable state.
+
+A recipe is built from a preset (``tiny`` for CI, ``cpu`` for a run of minutes on two cores,
+``gpu`` for a larger run) plus overrides::
+
+    recipe = SupervisedRecipe(preset="cpu", device="cpu", seed=0, steps=500)
+
+Every random draw of the data pipeline (batch indices, augmentations, masks) comes from
+``self.rng``, one ``np.random.Generator`` whose state is saved in the checkpoint's JSON
+sidecar, and models are initialised right after ``mt.manual_seed(seed)``; so a run is a
+function of its config, and a resumed run reproduces the losses of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ... import backend, io
+from ...autograd import Tensor, no_grad
+from ...nn import Module
+from ...optim import AdamW, clip_grad_norm_, clip_grad_per_param_, param_groups
+from ...optim.schedules import cosine_schedule
+
+__all__ = ["PRESET_NAMES", "BaseConfig", "BaseRecipe", "batched", "to_device"]
+
+PRESET_NAMES = ("tiny", "cpu", "gpu")
+
+
+@dataclass
+class BaseConfig:
+    """Settings shared by every recipe (each recipe's config adds its own)."""
+
+    steps: int = 100  # optimiser steps; also the horizon of every schedule
+    batch_size: int = 64  # images or sequences per step
+    lr: float = 1e-3  # peak learning rate (after warm-up)
+    min_lr: float = 1e-6  # end of the cosine decay
+    warmup_steps: int = 0  # linear warm-up from 0 (DINO: 10 epochs)
+    weight_decay: float = 0.05  # AdamW decoupled decay on matrices (not biases, norms, tokens)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    clip_grad: float = 0.0  # global-norm clip (0 = off)
+    seed: int = 0  # seeds the model init and the data generator
+    fixed_batch: bool = False  # reuse one batch and one set of augmentations (overfit test)
+    eval_size: int = 0  # examples used by evaluate (0 = all of the evaluation set)
+
+
+class BaseRecipe:
+    """Base class of the recipes: subclasses set ``name``, ``Config``, ``PRESETS`` and write
+    ``build`` (data, models, optimiser), ``train_step`` and ``evaluate``.
+
+    ``modules`` maps a name to each Module whose parameters and buffers are part of the run's
+    state (student, teacher, centers, ...); the optimiser's moments, the generator's state and
+    ``extra_state()`` complete it.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = BaseConfig
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    description: ClassVar[str] = ""
+
+    def __init__(self, preset: str = "cpu", device: str | None = None, seed: int | None = None,
+                 **overrides: Any):
+        if preset not in self.PRESETS:
+            raise ValueError(f"{type(self).__name__}: unknown preset {preset!r}; known: "
+                             f"{sorted(self.PRESETS)}")
+        fields = {f.name for f in dataclasses.fields(self.Config)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown settings {unknown}; the "
+                             f"{self.name} recipe has {sorted(fields)}")
+        values = {**self.PRESETS[preset], **overrides}
+        if seed is not None:
+            values["seed"] = int(seed)
+        for f in dataclasses.fields(self.Config):  # JSON turned the config's tuples into lists
+            if isinstance(values.get(f.name), list) and isinstance(f.default, tuple):
+                values[f.name] = tuple(values[f.name])
+        self.cfg = self.Config(**values)
+        self.preset = preset
+        self.device = backend.as_device(device if device is not None else "cpu")
+        self.rng = np.random.default_rng(self.cfg.seed)
+        self.modules: dict[str, Module] = {}
+        self.optimizer: Any = None
+        self._fixed: Any = None  # the batch reused with fixed_batch
+        backend.manual_seed(self.cfg.seed)  # model init draws from the seeded default generator
+        self.build()
+        for m in self.modules.values():
+            m.to(self.device)
+
+    # ------------------------------------------------------------------ to override
+    def build(self) -> None:
+        """Make the data, the models (into ``self.modules``) and ``self.optimizer``."""
+        raise NotImplementedError
+
+    def train_step(self, step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """JSON-able state beyond modules, optimiser and generator (none by default)."""
+        return {}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        """Restore ``extra_state``."""
+
+    # ------------------------------------------------------------------ the loop's protocol
+    @property
+    def steps(self) -> int:
+        return int(self.cfg.steps)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.cfg.batch_size)
+
+    def config(self) -> dict[str, Any]:
+        """The settings that rebuild this run: ``make_recipe(name, **config())``."""
+        return {"preset": self.preset, **dataclasses.asdict(self.cfg)}
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Arrays: every module's ``state_dict`` under ``{module}.{param}`` and the optimiser's
+        moments under ``optimizer.*``; metadata: the generator state, the optimiser's skeleton
+        (step counts, hyper-parameters) and ``extra_state()``."""
+        arrays: dict[str, Any] = {}
+        for name, m in self.modules.items():
+            for k, v in m.state_dict().items():
+                arrays[f"{name}.{k}"] = v
+        opt_arrays, opt_skeleton = io.flatten_state(self.optimizer.state_dict(), "optimizer")
+        arrays.update(opt_arrays)
+        meta = {
+            "rng": self.rng.bit_generator.state,  # PCG64 state: plain ints, JSON-able
+            "optimizer": opt_skeleton,
+            "extra": self.extra_state(),
+            "fixed_indices": None if self._fixed is None else self._fixed.tolist(),
+        }
+        return arrays, meta
+
+    def load_state(self, arrays: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """Restore what ``state`` returned (strictly: every module key must be present)."""
+        for name, m in self.modules.items():
+            prefix = name + "."
+            m.load_state_dict({k[len(prefix):]: v for k, v in arrays.items()
+                               if k.startswith(prefix)}, strict=True)
+        self.optimizer.load_state_dict(io.unflatten_state(metadata["optimizer"], arrays))
+        self.rng.bit_generator.state = metadata["rng"]
+        self.load_extra_state(metadata.get("extra", {}))
+        fixed = metadata.get("fixed_indices")
+        self._fixed = None if fixed is None else np.asarray(fixed, dtype=np.int64)
+
+    # ------------------------------------------------------------------ helpers
+    def make_optimizer(self, model: Module | list[tuple[str, Any]],
+                       no_decay: tuple[str, ...] | None = None, **group_kwargs: Any) -> AdamW:
+        """AdamW over ``param_groups(model)``: no decay on biases, norms, 1-D parameters and
+        tokens (``no_decay=()`` gives DINO v1's rule: 1-D only)."""
+        kw = dict(weight_decay=self.cfg.weight_decay, **group_kwargs)
+        if no_decay is not None:
+            kw["no_decay"] = no_decay
+        groups = param_groups(model, **kw)
+        return AdamW(groups, lr=self.cfg.lr, betas=tuple(self.cfg.betas),
+                     weight_decay=self.cfg.weight_decay)
+
+    def lr_at(self, step: int) -> float:
+        """Warm-up + cosine learning rate at ``step`` (DINO's ``cosine_scheduler``)."""
+        return self._schedule("lr", self.cfg.lr, self.cfg.min_lr, self.cfg.warmup_steps, step)
+
+    def _schedule(self, key: str, base: float, final: float, warmup: int, step: int) -> float:
+        """``cosine_schedule(base, final, steps, warmup)[step]``, cached; past the horizon the
+        last value is kept (a run extended with more steps than its schedule)."""
+        cache = self.__dict__.setdefault("_schedules", {})
+        ck = (key, base, final, warmup, self.steps)
+        if ck not in cache:
+            cache[ck] = cosine_schedule(base, final, max(self.steps, 1),
+                                        min(warmup, max(self.steps, 1)))
+        s = cache[ck]
+        return float(s[min(step, len(s) - 1)])
+
+    def optimizer_step(self, loss: Tensor, step: int, *, per_param_clip: float = 0.0,
+                       before_step: Callable[[], None] | None = None,
+                       params: Any = None) -> dict[str, float]:
+        """Backward and one AdamW step at the scheduled lr, unless the loss is not finite
+        (then nothing is updated: the loop stops and the state stays the last good one).
+
+        Clipping: ``per_param_clip`` rescales each gradient tensor on its own (DINO v1's
+        ``clip_gradients``); else ``cfg.clip_grad`` clips the global norm (torch, DINOv2).
+        ``before_step`` runs after clipping (e.g. DINO's cancel_gradients_last_layer).
+        Returns ``{"loss", "lr", "grad_norm"}``.
+        """
+        value = float(loss.item())
+        lr = self.lr_at(step)
+        if not math.isfinite(value):
+            return {"loss": value, "lr": lr}
+        self.optimizer.zero_grad()
+        loss.backward()
+        target = params if params is not None else [
+            p for g in self.optimizer.param_groups for p in g["params"]]
+        out = {"loss": value, "lr": lr}
+        if per_param_clip > 0:
+            clip_grad_per_param_(target, per_param_clip)
+        elif self.cfg.clip_grad > 0:
+            out["grad_norm"] = float(clip_grad_norm_(target, self.cfg.clip_grad))
+        if before_step is not None:
+            before_step()
+        self.optimizer.set_lr(lr)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return out
+
+    def draw_indices(self, n: int, k: int | None = None) -> np.ndarray:
+        """``k`` (default ``batch_size``) distinct random indices into ``n`` examples, from
+        ``self.rng``; the same batch every step with ``fixed_batch``."""
+        k = self.batch_size if k is None else k
+        if self.cfg.fixed_batch:
+            if self._fixed is None:
+                self._fixed = np.sort(self.rng.choice(n, size=min(k, n), replace=False))
+            return self._fixed
+        return self.rng.choice(n, size=min(k, n), replace=False)
+
+    def step_rng(self) -> np.random.Generator:
+        """The generator for this step's augmentations and masks: ``self.rng``, or with
+        ``fixed_batch`` a fresh generator seeded the same way every step (same views)."""
+        if self.cfg.fixed_batch:
+            return np.random.default_rng(self.cfg.seed + 1)
+        return self.rng
+
+
+def to_device(x: Any, device: Any) -> Any:
+    """A host array on the recipe's device (no copy on the CPU)."""
+    return backend.to_device(x, device)
+
+
+def batched(fn: Callable[[Any], Any], x: np.ndarray, device: Any, batch: int = 256) -> Any:
+    """``fn`` applied to ``x`` in chunks under ``no_grad`` and concatenated on the host:
+    feature extraction for evaluation. ``fn`` returns a Tensor, an array, or a tuple/dict of
+    them. Shapes: x (n, ...) -> (n, ...)."""
+    parts: list[Any] = []
+    with no_grad():
+        for start in range(0, len(x), batch):
+            y = fn(to_device(x[start:start + batch], device))
+            parts.append(_host(y))
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts)
+
+
+def _host(y: Any) -> Any:
+    if isinstance(y, tuple):
+        return tuple(_host(v) for v in y)
+    if isinstance(y, dict):
+        return {k: _host(v) for k, v in y.items()}
+    return backend.to_numpy(y.data if isinstance(y, Tensor) else y)
