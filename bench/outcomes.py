@@ -10,6 +10,7 @@ Bars (issue 5; 2 CPU cores, each run within 10 minutes):
 
     supervised    ViT on the digits: test accuracy >= 97%
     mlm           masked-token accuracy >= 2x the unigram baseline
+    mim           (no bar) linear probe and patch segmentation beside random init
     clip          zero-shot accuracy >= 90% for shape and for colour
     dino          k-NN accuracy on the digits >= 90%
     dino-shapes   CLS-attention IoU on the shapes >= 0.5 and >= 2x random init
@@ -19,7 +20,9 @@ Each run writes ``OUT/<name>/`` (metrics.jsonl, the final checkpoint); the table
 in Markdown (for the README) and saved with the raw numbers to ``OUT/outcomes.json``.
 BLAS threads default to one per process (``--threads``): these models are small, and with
 another process busy on the second core a 2-thread OpenBLAS GEMM was measured 10-50x slower
-than a 1-thread one (it spins waiting for the busy core).
+than a 1-thread one (it spins waiting for the busy core). The table gives the wall time and
+the process CPU time of the training (evaluations excluded): with one thread the CPU time is
+what the run takes on an otherwise idle core, whatever else the machine was doing.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 OUTCOMES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "supervised": ("supervised", "", ("test_acc",)),
     "mlm": ("mlm", "", ("masked_acc", "unigram_acc", "ratio_to_unigram")),
+    "mim": ("mim", "", ("probe_acc", "patch_seg_miou", "test_loss")),
     "clip": ("clip", "", ("zero_shot_shape", "zero_shot_colour")),
     "dino": ("dino", "", ("knn_acc",)),
     "dino-shapes": ("dino", "-shapes", ("attn_iou_best_head", "attn_iou_mean",
@@ -76,11 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/outcomes")
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--table", action="store_true",
+                   help="only print the table of the outcomes saved in OUT/outcomes.json")
     args = p.parse_args(argv)
     names = args.names or list(OUTCOMES)
     unknown = [n for n in names if n not in OUTCOMES]
     if unknown:
         p.error(f"unknown outcomes {unknown}; known: {list(OUTCOMES)}")
+    saved = Path(args.out) / "outcomes.json"
+    if args.table:
+        results = json.loads(saved.read_text())
+        print(table(results, [n for n in names if n in results]))
+        return 0
 
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
@@ -89,9 +100,6 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     results: dict[str, dict] = {}
-    saved = out / "outcomes.json"
-    if saved.exists():  # keep earlier outcomes (dinov2 compares against dino-shapes)
-        results = json.loads(saved.read_text())
     with threadpool_limits(limits=args.threads):
         for name in names:
             recipe_name, suffix, _ = OUTCOMES[name]
@@ -100,20 +108,26 @@ def main(argv: list[str] | None = None) -> int:
             recipe = make_recipe(recipe_name, preset=preset, device=args.device)
             build_s = time.perf_counter() - t0
             baseline = recipe.evaluate()  # the same model at random init
+            cpu0 = time.process_time()
             result = train(recipe, out / name, progress=args.progress,
                            save_every=recipe.steps)
+            cpu_s = time.process_time() - cpu0
             results[name] = {
                 "recipe": recipe_name, "preset": preset, "steps": result.steps_done,
                 "trained": result.eval_metrics, "baseline": baseline,
-                "train_s": result.seconds, "build_s": build_s,
+                "train_s": result.seconds, "train_cpu_s": cpu_s, "build_s": build_s,
                 "s_per_step": result.seconds / max(result.steps_done, 1),
                 "device": args.device, "threads": args.threads,
             }
             print(f"{name}: {json.dumps(results[name])}", flush=True)
             out.mkdir(parents=True, exist_ok=True)
-            saved.write_text(json.dumps(results, indent=1))
+            # merge into the saved outcomes: several bench processes may share OUT, and
+            # dinov2's bar reads dino-shapes' result
+            merged = json.loads(saved.read_text()) if saved.exists() else {}
+            merged[name] = results[name]
+            saved.write_text(json.dumps(merged, indent=1))
     print()
-    print(table(results, names))
+    print(table(json.loads(saved.read_text()), names))
     return 0
 
 
@@ -129,7 +143,8 @@ def table(results: dict[str, dict], names: list[str]) -> str:
         for i, key in enumerate(keys):
             bar, ok = checks[i] if i < len(checks) else ("", None)
             mark = "" if ok is None else ("yes" if ok else "**no**")
-            t = f"{r['train_s']:.0f} s ({r['steps']} steps)" if i == 0 else ""
+            t = (f"{r['train_s']:.0f} s wall, {r.get('train_cpu_s', float('nan')):.0f} s CPU "
+                 f"({r['steps']} steps)") if i == 0 else ""
             lines.append(f"| {name if i == 0 else ''} | {key} | {r['trained'][key]:.3f} | "
                          f"{r['baseline'][key]:.3f} | {bar} | {mark} | {t} |")
         for bar, ok in checks[len(keys):]:

@@ -1,6 +1,6 @@
 """The command line: ``python -m minitransformer {train,eval,demo,list} ...``.
 
-    python -m minitransformer demo                       # DINO in minutes, with pictures
+    python -m minitransformer demo                       # CLIP in minutes, with pictures
     python -m minitransformer train dino --preset cpu --out runs/dino
     python -m minitransformer train dino --out runs/dino --resume
     python -m minitransformer eval runs/dino --baseline
@@ -100,10 +100,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .train.demo import run_demo
+    from .train.demo import DEMO_RECIPE, run_demo
 
     run_demo(out_dir=args.out, device=args.device, steps=args.steps, preset=args.preset,
-             progress=not args.no_progress)
+             recipe=args.recipe or DEMO_RECIPE, progress=not args.no_progress)
     return 0
 
 
@@ -155,11 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     e.set_defaults(fn=_cmd_eval)
 
-    d = sub.add_parser("demo", help="a short DINO run that prints its metric beside the "
-                                    "random-init baseline and saves attention maps")
+    d = sub.add_parser("demo", help="a short CLIP run on the shapes that prints its metrics "
+                                    "beside the random-init baseline and saves attention maps")
     d.add_argument("--device", default="cpu")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--steps", type=int, default=None)
+    d.add_argument("--recipe", default=None, help="the recipe to demo (default clip)")
     d.add_argument("--preset", default="demo")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(fn=_cmd_demo)

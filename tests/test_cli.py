@@ -73,9 +73,12 @@ def test_list_shows_every_recipe(capsys):
 
 def test_demo_prints_metrics_beside_the_baseline_and_saves_pictures(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--preset", "tiny-shapes", "--out", str(out), "--no-progress"]) == 0
+    assert main(["demo", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "random init" in text and "attn_iou_best_head" in text
+    assert "random init" in text and "zero_shot_colour" in text
     for name in ("attention.png", "attention_random_init.png", "patch_pca.png", "loss.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert list_checkpoints(out)
+    assert main(["demo", "--recipe", "dino", "--preset", "tiny-shapes", "--out",
+                 str(tmp_path / "dino"), "--no-progress"]) == 0
+    assert "attn_iou_best_head" in capsys.readouterr().out

@@ -4,6 +4,7 @@ and upsampled by the patch size)."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,8 @@ def plot_attention_maps(images: Any, maps: np.ndarray, masks: Any = None,
     axes = fig.subplots(n, cols, squeeze=False)
     for i in range(n):
         show_image(axes[i, 0], imgs[i])
-        axes[i, 0].set_title(titles[i] if titles is not None else "image", fontsize=7)
+        title = textwrap.fill(titles[i], 24) if titles is not None else "image"
+        axes[i, 0].set_title(title, fontsize=6 if titles is not None else 7)
         for h in range(heads + 1):
             ax = axes[i, h + 1]
             m = maps[i, h] if h < heads else maps[i].mean(0)

@@ -84,6 +84,9 @@ class CLIPRecipe(BaseRecipe):
                      num_heads=2, text_dim=16, text_depth=1, text_heads=2, embed_dim=16,
                      lr=3e-3),
         "cpu": dict(steps=1200, batch_size=128, lr=2e-3, warmup_steps=100),
+        # `python -m minitransformer demo`: colour and size are learned within a few hundred
+        # steps (random init: 1/8 and 1/2), shape and position start rising
+        "demo": dict(steps=300, batch_size=128, lr=2e-3, warmup_steps=50, n_test=500),
         "gpu": dict(steps=6000, batch_size=256, n_train=40000, dim=128, depth=6,
                     num_heads=4, patch_size=4, text_dim=128, text_depth=4, embed_dim=128,
                     lr=1e-3, warmup_steps=500),
