@@ -1,12 +1,25 @@
 """Models: dataclass configs with named presets, the transformer encoder, the Vision
-Transformer and the text transformer."""
+Transformer, the text transformer, the heads and the CLIP dual encoder."""
 
+from .clip import CLIP
 from .config import TextConfig, ViTConfig
 from .encoder import TransformerEncoder, drop_path_rates, make_blocks
+from .heads import (
+    BatchNorm1d,
+    DINOHead,
+    MIMPixelHead,
+    MIMTokenHead,
+    MLMHead,
+    ProjectionHead,
+    WeightNormLinear,
+    cancel_last_layer_gradients,
+)
 from .text import TextTransformer
 from .vit import VisionTransformer
 
 __all__ = [
-    "TextConfig", "TextTransformer", "TransformerEncoder", "ViTConfig", "VisionTransformer",
-    "drop_path_rates", "make_blocks",
+    "CLIP", "BatchNorm1d", "DINOHead", "MIMPixelHead", "MIMTokenHead", "MLMHead",
+    "ProjectionHead", "TextConfig", "TextTransformer", "TransformerEncoder", "ViTConfig",
+    "VisionTransformer", "WeightNormLinear", "cancel_last_layer_gradients", "drop_path_rates",
+    "make_blocks",
 ]
