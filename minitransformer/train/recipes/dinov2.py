@@ -60,8 +60,8 @@ class DINOv2Config(DINOConfig):
     mask_ratio_min: float = 0.1
     mask_ratio_max: float = 0.5
     norm_last_layer: bool = False  # DINOv2 trains weight_g
-    clip_grad_per_param: float = 0.0  # DINOv2 clips the global norm (cfg.clip_grad = 3.0)
-    clip_grad: float = 3.0
+    clip_grad_per_param: float = 0.0  # DINOv2 clips a global norm instead:
+    clip_grad: float = 3.0  # here one norm over the student (DINOv2: backbone, head each)
 
 
 class DINOv2Model(Module):
