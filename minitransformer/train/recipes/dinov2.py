@@ -84,6 +84,9 @@ class DINOv2Recipe(DINORecipe):
         "tiny": dict(SHAPES_TINY),
         "cpu": dict(SHAPES_CPU),
         "gpu": dict(SHAPES_GPU),
+        # `python -m minitransformer demo --recipe dinov2`: the CLS attention finds the
+        # object (measured: IoU 0.15 at init, 0.32 best head after 160 steps, 0.51 at 240)
+        "demo": dict(SHAPES_CPU, steps=240),
     }
 
     def build(self) -> None:
