@@ -71,6 +71,7 @@ def test_list_shows_every_recipe(capsys):
     assert "--preset tiny" in text
 
 
+@pytest.mark.slow
 def test_demo_prints_metrics_beside_the_baseline_and_saves_pictures(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
