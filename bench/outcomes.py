@@ -21,8 +21,9 @@ in Markdown (for the README) and saved with the raw numbers to ``OUT/outcomes.js
 BLAS threads default to one per process (``--threads``): these models are small, and with
 another process busy on the second core a 2-thread OpenBLAS GEMM was measured 10-50x slower
 than a 1-thread one (it spins waiting for the busy core). The table gives the wall time and
-the process CPU time of the training (evaluations excluded): with one thread the CPU time is
-what the run takes on an otherwise idle core, whatever else the machine was doing.
+the process CPU time of the training and its final evaluation (the random-init evaluation
+excluded): with one thread the CPU time is what the run takes on an otherwise idle core,
+whatever else the machine was doing.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ model before and after, and writes into the output directory:
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,11 @@ def run_demo(out_dir: str | Path = "runs/demo", device: str = "cpu", steps: int 
     baseline = r.evaluate()
     pictures = _pictures(r, out, "_random_init")
     t0 = time.perf_counter()
-    result = train(r, out, progress=progress, save_every=r.steps)
+    result = train(r, out, progress=progress, save_every=r.steps,
+                   eval_every=max(r.steps // 3, 1))
     seconds = time.perf_counter() - t0
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:  # the step-0 evaluation
+        log.write(json.dumps({"step": 0, "eval": baseline}) + "\n")
     pictures.update(_pictures(r, out, ""))
     rows = [("metric", "trained", "random init")]
     rows += [(k, f"{v:.3f}", f"{baseline.get(k, float('nan')):.3f}")

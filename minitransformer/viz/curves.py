@@ -84,7 +84,7 @@ def plot_loss_curves(run: str | Path | Sequence[dict[str, Any]],
     if eval_keys:
         ax = axes[len(keys)]
         for i, key in enumerate(eval_keys):
-            pts = [(r["step"], r["eval"][key]) for r in evals if key in r["eval"]]
+            pts = sorted((r["step"], r["eval"][key]) for r in evals if key in r["eval"])
             x, y = np.array(pts, dtype=np.float64).T
             ax.plot(x, y, marker="o", ms=3, lw=1.0, color=f"C{i}", label=key)
         ax.set_title("evaluation", fontsize=9)

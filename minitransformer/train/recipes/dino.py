@@ -119,8 +119,9 @@ class DINORecipe(BaseRecipe):
         "tiny": dict(steps=6, batch_size=16, dim=16, depth=1, num_heads=2, out_dim=32,
                      hidden_dim=32, bottleneck_dim=16, lr=1e-3, n_local=2,
                      freeze_last_layer_steps=2, eval_size=64),
-        # methods.md (g): 90% k-NN after 50 epochs with these settings (PyTorch)
-        "cpu": dict(steps=500, batch_size=128, lr=2e-3, warmup_steps=50,
+        # methods.md (g)'s settings (90% after 50 epochs in PyTorch). Measured here: 80.6%
+        # with a 500-step schedule, 89.9% with 800 steps, 92.9% with 1000 (~0.42 s CPU/step)
+        "cpu": dict(steps=1000, batch_size=128, lr=2e-3, warmup_steps=50,
                     freeze_last_layer_steps=10),
         # local crops of the 8x8 digits (4x4 px) lowered k-NN in a measured run: none here
         "gpu": dict(steps=3000, batch_size=256, dim=128, depth=6, num_heads=4, lr=1e-3,
