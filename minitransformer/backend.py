@@ -25,9 +25,11 @@ __all__ = [
     "get_default_device",
     "get_default_dtype",
     "manual_seed",
+    "num_threads",
     "scatter_add",
     "set_default_device",
     "set_default_dtype",
+    "set_num_threads",
     "to_device",
     "to_numpy",
 ]
@@ -269,6 +271,66 @@ def default_rng(device: str | Device | None = None) -> Any:
     if dev.type not in _rngs:
         _rngs[dev.type] = dev.xp.random.default_rng(_seed)
     return _rngs[dev.type]
+
+
+# --------------------------------------------------------------------------------------------
+# CPU threads for the blocked element-wise kernels
+# --------------------------------------------------------------------------------------------
+_num_threads: int | None = None
+_pool: Any = None  # concurrent.futures.ThreadPoolExecutor, made on first use
+
+
+def _threads_from_environment() -> int:
+    """MINITRANSFORMER_NUM_THREADS, else the BLAS/OpenMP thread variables (so one setting,
+    ``OMP_NUM_THREADS=1``, pins the whole process), else the CPUs this process may use."""
+    for var in ("MINITRANSFORMER_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            try:
+                n = int(value)
+            except ValueError:
+                raise ValueError(f"{var}={value!r} is not a whole number of threads") from None
+            if n < 1:
+                raise ValueError(f"{var}={value!r}: the thread count must be at least 1")
+            return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def num_threads() -> int:
+    """Threads the CPU kernels that work block by block (the fused softmax, layer norm and
+    GELU) share their blocks among. NumPy releases the GIL inside its loops, so blocks run in
+    parallel. BLAS matmuls use their own threads (``OPENBLAS_NUM_THREADS``)."""
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _threads_from_environment()
+    return _num_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Set ``num_threads()`` (1 runs every block on the calling thread)."""
+    global _num_threads, _pool
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"set_num_threads: needs a whole number >= 1, got {n!r}")
+    if _pool is not None and n != _num_threads:
+        _pool.shutdown(wait=True)
+        _pool = None
+    _num_threads = n
+
+
+def cpu_pool() -> Any:
+    """The worker threads behind ``num_threads()`` (the calling thread is one of them, so the
+    pool has ``num_threads() - 1`` workers)."""
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=max(1, num_threads() - 1),
+                                   thread_name_prefix="minitransformer")
+    return _pool
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,6 +72,9 @@ class Function:
     n_outputs: int = 1
     out_meta: tuple[tuple[tuple[int, ...], Any], ...] = ()  # (shape, dtype) per output, if >1
     retained: dict[int, Any] | None = None  # output index -> weakref of a retain_grad() Tensor
+    # False while forward runs if no graph will be recorded (no_grad, or no input wants a
+    # gradient): forward may then skip work that only backward needs
+    recording: bool = True
 
     # ---- to be implemented by ops ----
     def forward(self, *xs: Any) -> Any:
@@ -105,6 +108,9 @@ class Function:
                 if type(x) is not kind:  # cheap test first; the precise one only on a mismatch
                     _device_error(self.name, xs)
 
+        record = _State.grad_enabled and True in needs
+        if not record:
+            self.recording = False
         ys = self.forward(*xs)
         multi = type(ys) is tuple
         if multi:
@@ -116,7 +122,7 @@ class Function:
 
         # Record the graph only if some input wants a gradient (and grad mode is on).
         creator = None
-        if _State.grad_enabled and True in needs:
+        if record:
             creator = self
             self.seq = next(_sequence)
             self.inputs = inputs

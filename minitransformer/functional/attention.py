@@ -18,10 +18,10 @@ from .. import backend
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from . import elementwise as E
-from .activation import softmax_composed
+from .activation import softmax_composed, softmax_rows, softmax_rows_backward
 from .fusion import is_fused
 from .linalg import matmul
-from .reduction import dot_keepdims, sum_keepdims, sum_to_shape
+from .reduction import sum_to_shape
 from .shape import swapaxes
 
 __all__ = ["causal_mask", "padding_mask", "scaled_dot_product_attention",
@@ -127,10 +127,7 @@ class ScaledDotProductAttention(Function):
         if mask is not None:
             lowest = xp.asarray(xp.finfo(p.dtype).min, dtype=p.dtype)  # not -inf: no inf - inf
             xp.copyto(p, lowest, where=~mask)  # masked scores take the lowest finite value
-        # softmax over the keys, in place
-        p -= p.max(axis=-1, keepdims=True)
-        xp.exp(p, out=p)
-        p /= sum_keepdims(p, -1)
+        softmax_rows(p, p)  # softmax over the keys, in place
         if mask is not None:
             p *= mask.any(axis=-1, keepdims=True)  # fully masked rows: 0, not uniform
         self.save_for_backward(q, k, v, p)
@@ -148,8 +145,7 @@ class ScaledDotProductAttention(Function):
         if need[0] or need[1]:
             gs = g_out @ xp.swapaxes(v, -1, -2)  # gP (B, H, Tq, Tk), ours
             gs += g_probs
-            gs -= dot_keepdims(gs, p, -1)
-            gs *= p  # gS, without the scale
+            softmax_rows_backward(gs, p, gs)  # gS = P (gP - rowsum(gP P)), without the scale
             if need[0]:
                 gq = gs @ k
                 gq *= self.scale

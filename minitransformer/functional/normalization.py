@@ -8,8 +8,8 @@ from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from . import elementwise as E
 from . import reduction as R
+from .blocks import row_blocks, run_blocks
 from .fusion import is_fused
-from .reduction import dot_keepdims, sum_keepdims
 
 __all__ = ["layer_norm", "layer_norm_composed", "normalize"]
 
@@ -45,8 +45,9 @@ def layer_norm_composed(x: Any, weight: Any = None, bias: Any = None, eps: float
 
 
 class LayerNorm(Function):
-    """Fused layer norm. Saves $\\hat x = (x - \\mu)\\,r$ and $r = 1/\\sqrt{\\sigma^2 + \\epsilon}$
-    (one array the size of x, one per row), as torch's native layer norm does."""
+    """Fused layer norm, evaluated on cache-sized blocks of rows (``blocks.py``). Saves
+    $\\hat x = (x - \\mu)\\,r$ and $r = 1/\\sqrt{\\sigma^2 + \\epsilon}$ (one array the size of x,
+    one value per row), as torch's native layer norm does."""
 
     def __init__(self, eps: float, has_weight: bool, has_bias: bool):
         self.eps, self.has_weight, self.has_bias = eps, has_weight, has_bias
@@ -54,24 +55,40 @@ class LayerNorm(Function):
     def forward(self, x: Any, *params: Any) -> Any:
         weight = params[0] if self.has_weight else None
         bias = params[-1] if self.has_bias else None
-        inv_d = 1.0 / x.shape[-1]
-        mu = sum_keepdims(x, -1)
-        mu *= inv_d  # (..., 1)
-        xhat = x - mu  # (..., D), ours: centred now, normalised below
-        var = dot_keepdims(xhat, xhat, -1)
-        var *= inv_d  # biased variance, two-pass (no E[x^2] - mu^2 cancellation)
-        var += self.eps
-        rstd = get_array_module(x).sqrt(var, out=var)
-        rstd **= -1  # 1 / sqrt(var + eps), (..., 1)
-        xhat *= rstd
+        xp = get_array_module(x)
+        D = x.shape[-1]
+        inv_d = 1.0 / D
+        x2 = x.reshape(-1, D)  # (N, D): the leading axes are rows
+        xhat = xp.empty_like(x2)  # (N, D)
+        rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # (N, 1)
+        y = xp.empty_like(x2)
+
+        ones = xp.ones(D, dtype=x.dtype)  # row sums as GEMVs: (n, D) @ (D,) -> (n,)
+
+        def kernel(i: int, lo: int, hi: int) -> None:
+            xb, hb, yb, r = x2[lo:hi], xhat[lo:hi], y[lo:hi], rstd[lo:hi]
+            mu = xb @ ones
+            mu *= inv_d  # (n,)
+            xp.subtract(xb, mu[:, None], out=hb)  # x - mu, normalised below
+            xp.multiply(hb, hb, out=yb)  # yb as scratch
+            var = yb @ ones
+            var *= inv_d  # biased variance, two-pass (no E[x^2] - mu^2 cancellation)
+            var += self.eps
+            xp.sqrt(var, out=r[:, 0])
+            xp.reciprocal(r, out=r)  # 1 / sqrt(var + eps), (n, 1)
+            hb *= r
+            if weight is not None:
+                xp.multiply(hb, weight, out=yb)
+                if bias is not None:
+                    yb += bias
+            elif bias is not None:
+                xp.add(hb, bias, out=yb)
+            else:
+                yb[...] = hb
+
+        run_blocks(kernel, row_blocks(x2.shape[0], D * x.itemsize, xp), x2.nbytes)
         self.save_for_backward(xhat, rstd, weight)
-        if weight is not None:
-            y = xhat * weight
-            if bias is not None:
-                y += bias
-        else:
-            y = xhat + bias if bias is not None else xhat.copy()
-        return y
+        return y.reshape(x.shape)
 
     def backward(self, gy: Any) -> Any:
         # g = gy * weight;  gx = r (g - mean(g) - xhat mean(g xhat))
@@ -79,25 +96,48 @@ class LayerNorm(Function):
         xhat, rstd, weight = self.saved
         xp = get_array_module(gy)
         need = self.needs_input_grad
-        D = xhat.shape[-1]
-        gy2 = gy.reshape(-1, D)  # (N, D): the leading axes are rows
-        grads: list[Any] = [None]
+        N, D = xhat.shape
+        gy2 = gy.reshape(-1, D)  # (N, D)
+        spans = row_blocks(N, D * xhat.itemsize, xp)
+        want_gx = need[0]
+        want_gw = self.has_weight and need[1]
+        want_gb = self.has_bias and need[-1]
+        gx = xp.empty_like(xhat) if want_gx else None
+        # per-block partial sums of the parameter gradients, (blocks, D), added up at the end
+        gw_parts = xp.empty((len(spans), D), dtype=xhat.dtype) if want_gw else None
+        gb_parts = xp.empty((len(spans), D), dtype=xhat.dtype) if want_gb else None
+
+        ones = xp.ones(max(D, spans[0][1] - spans[0][0]), dtype=xhat.dtype)  # for GEMV sums
+
+        def kernel(i: int, lo: int, hi: int) -> None:
+            gyb, hb = gy2[lo:hi], xhat[lo:hi]
+            ones_d, ones_n = ones[:D], ones[:hi - lo]  # (D,), (n,)
+            gyxhat = gyb * hb  # gy xhat (n, D), ours
+            if gw_parts is not None:
+                xp.matmul(ones_n, gyxhat, out=gw_parts[i])  # column sums of gy xhat
+            if gb_parts is not None:
+                xp.matmul(ones_n, gyb, out=gb_parts[i])  # column sums of gy
+            if gx is None:
+                return
+            g = gyb * weight if weight is not None else gyb  # never written to below
+            if weight is not None:
+                gyxhat *= weight  # now g xhat
+            mean_gxhat = gyxhat @ ones_d
+            mean_gxhat *= 1.0 / D  # (n,)
+            mean_g = g @ ones_d
+            mean_g *= 1.0 / D  # (n,)
+            gxb = gx[lo:hi]
+            xp.multiply(hb, mean_gxhat[:, None], out=gxb)
+            gxb += mean_g[:, None]
+            xp.subtract(g, gxb, out=gxb)  # g - mean(g) - xhat mean(g xhat)
+            gxb *= rstd[lo:hi]
+
+        run_blocks(kernel, spans, xhat.nbytes)
+        grads: list[Any] = [gx.reshape(gy.shape) if gx is not None else None]
         if self.has_weight:
-            grads.append(xp.einsum("nd,nd->d", gy2, xhat.reshape(-1, D)) if need[1] else None)
+            grads.append(gw_parts.sum(axis=0) if gw_parts is not None else None)
         if self.has_bias:
-            ones = xp.ones(gy2.shape[0], dtype=gy.dtype)
-            grads.append(ones @ gy2 if need[-1] else None)  # column sums as one GEMV
-        if need[0]:
-            g = gy * weight if weight is not None else gy  # never written to below
-            mean_g = sum_keepdims(g, -1)
-            mean_g *= 1.0 / D
-            mean_gxhat = dot_keepdims(g, xhat, -1)
-            mean_gxhat *= 1.0 / D
-            gx = xhat * mean_gxhat
-            gx += mean_g
-            xp.subtract(g, gx, out=gx)  # g - mean(g) - xhat mean(g xhat)
-            gx *= rstd
-            grads[0] = gx
+            grads.append(gb_parts.sum(axis=0) if gb_parts is not None else None)
         return tuple(grads)
 
 

@@ -71,6 +71,24 @@ def test_unknown_preset_and_setting_are_clear_errors():
         make_recipe("bert")
 
 
+@pytest.mark.parametrize("given, expected", [
+    ("False", False), ("false", False), ("0", False), (0, False), ("True", True),
+    ("on", True), (True, True), (1, True)])
+def test_bool_settings_from_the_command_line_are_bools(given, expected):
+    """``--set norm_last_layer=False`` arrives as the string "False", which is truthy."""
+    r = make_recipe("dino", preset="tiny", norm_last_layer=given)
+    assert r.cfg.norm_last_layer is expected
+
+
+def test_settings_take_their_defaults_type_or_fail_clearly():
+    r = make_recipe("dino", preset="tiny", lr=1, steps=3.0, global_scale=[0.3, 1.0])
+    assert (type(r.cfg.lr), type(r.cfg.steps), r.cfg.global_scale) == (float, int, (0.3, 1.0))
+    with pytest.raises(ValueError, match=r"norm_last_layer='maybe' is not a bool"):
+        make_recipe("dino", preset="tiny", norm_last_layer="maybe")
+    with pytest.raises(ValueError, match=r"steps=2.5 is not an int"):
+        make_recipe("dino", preset="tiny", steps=2.5)
+
+
 def test_seed_changes_the_run_and_fixes_it():
     a = make_recipe("supervised", preset="tiny", seed=1).train_step(0)["loss"]
     b = make_recipe("supervised", preset="tiny", seed=1).train_step(0)["loss"]

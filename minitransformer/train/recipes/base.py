@@ -50,6 +50,43 @@ class BaseConfig:
     eval_size: int = 0  # examples used by evaluate (0 = all of the evaluation set)
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+_ARTICLE = {int: "an"}
+
+
+def _coerce(owner: str, name: str, value: Any, default: Any) -> Any:
+    """A setting's value in the type of its default: ``"False"`` from the command line is
+    False (not a truthy string), ``3`` for a float is 3.0, a JSON list for a tuple a tuple.
+    Anything that does not fit raises an error naming the setting, the value and the type."""
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is tuple:
+        if isinstance(value, (list, tuple)):  # JSON (a checkpoint's config) has lists
+            return tuple(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    article = _ARTICLE.get(kind, "a")
+    raise ValueError(f"{owner}: setting {name}={value!r} is not {article} {kind.__name__} "
+                     f"(default {default!r})")
+
+
 class BaseRecipe:
     """Base class of the recipes: subclasses set ``name``, ``Config``, ``PRESETS`` and write
     ``build`` (data, models, optimiser), ``train_step`` and ``evaluate``.
@@ -77,9 +114,9 @@ class BaseRecipe:
         values = {**self.PRESETS[preset], **overrides}
         if seed is not None:
             values["seed"] = int(seed)
-        for f in dataclasses.fields(self.Config):  # JSON turned the config's tuples into lists
-            if isinstance(values.get(f.name), list) and isinstance(f.default, tuple):
-                values[f.name] = tuple(values[f.name])
+        for f in dataclasses.fields(self.Config):
+            if f.name in values and f.default is not dataclasses.MISSING:
+                values[f.name] = _coerce(type(self).__name__, f.name, values[f.name], f.default)
         self.cfg = self.Config(**values)
         self.preset = preset
         self.device = backend.as_device(device if device is not None else "cpu")
