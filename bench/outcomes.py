@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             baseline = recipe.evaluate()  # the same model at random init
             cpu0 = time.process_time()
             result = train(recipe, out / name, progress=args.progress,
-                           save_every=recipe.steps)
+                           save_every=recipe.steps, overwrite=True)
             cpu_s = time.process_time() - cpu0
             results[name] = {
                 "recipe": recipe_name, "preset": preset, "steps": result.steps_done,

@@ -70,7 +70,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     save_every = args.save_every if args.save_every is not None else max(recipe.steps // 10, 1)
     try:
         result = train(recipe, out, resume=args.resume, eval_every=args.eval_every,
-                       save_every=save_every, progress=not args.no_progress)
+                       save_every=save_every, progress=not args.no_progress,
+                       overwrite=args.overwrite)
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -138,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=None, help="optimiser steps (default: preset)")
     t.add_argument("--out", default=None, help="run directory (default runs/RECIPE-PRESET)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out that holds an earlier run's checkpoints")
     t.add_argument("--seed", type=int, default=None, help="seed (default: preset's, 0)")
     t.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps")
     t.add_argument("--save-every", type=int, default=None,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from minitransformer.__main__ import main
-from minitransformer.train import list_checkpoints, read_metrics
+from minitransformer.train import list_checkpoints, load_latest, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +49,17 @@ def test_resume_continues_from_the_checkpoint(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "resuming supervised from ckpt-00000004" in out and "done at step 6" in out
     assert [r["step"] for r in read_metrics(tmp_path) if "loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_second_fresh_run_in_the_same_out_needs_overwrite(tmp_path, capsys):
+    args = ["train", "supervised", "--preset", "tiny", "--out", str(tmp_path), "--no-progress",
+            "--steps", "2"]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "already holds 2 checkpoint(s)" in capsys.readouterr().err  # steps 1 and 2
+    assert main(args + ["--overwrite", "--set", "augment=False"]) == 0
+    _, meta, _ = load_latest(tmp_path)
+    assert meta["config"]["augment"] is False  # "False" from the command line: a bool
 
 
 def test_errors_are_clear(tmp_path, capsys):

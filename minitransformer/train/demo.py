@@ -76,7 +76,7 @@ def run_demo(out_dir: str | Path = "runs/demo", device: str = "cpu", steps: int 
     pictures = _pictures(r, out, "_random_init")
     t0 = time.perf_counter()
     result = train(r, out, progress=progress, save_every=r.steps,
-                   eval_every=max(r.steps // 3, 1))
+                   eval_every=max(r.steps // 3, 1), overwrite=True)  # a demo may run twice
     seconds = time.perf_counter() - t0
     with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:  # the step-0 evaluation
         log.write(json.dumps({"step": 0, "eval": baseline}) + "\n")

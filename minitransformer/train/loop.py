@@ -149,15 +149,25 @@ def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def _step_of(path: Path) -> int:
+    return int(_CKPT_RE.match(path.name).group(1))  # type: ignore[union-attr]
+
+
+def _delete_pair(path: Path) -> None:
+    for f in (path, io.sidecar_path(path)):
+        with contextlib.suppress(OSError):
+            f.unlink()
+
+
 def _save(recipe: Recipe, out: Path, step: int, keep: int) -> Path:
-    """Write the pair for ``step``, then delete all but the newest ``keep`` pairs."""
+    """Write the pair for ``step``, then delete the older pairs beyond the newest ``keep``
+    (never a pair of a later step: those belong to no run that reaches this one)."""
     arrays, meta = recipe.state()
     meta = dict(meta, step=step, recipe=recipe.name, config=recipe.config())
     path = io.save_checkpoint(checkpoint_path(out, step), arrays, meta)
-    for old in list_checkpoints(out)[:-max(keep, 1)]:
-        for f in (old, io.sidecar_path(old)):
-            with contextlib.suppress(OSError):
-                f.unlink()
+    upto = [p for p in list_checkpoints(out) if _step_of(p) <= step]
+    for old in upto[:-max(keep, 1)]:
+        _delete_pair(old)
     return path
 
 
@@ -210,6 +220,7 @@ def train(
     progress: bool = True,
     log_every: int = 1,
     keep: int = 2,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Run ``recipe`` until ``steps`` optimiser steps are done, writing into ``out_dir``:
 
@@ -222,6 +233,10 @@ def train(
     last good ones: save often with ``save_every``); Ctrl-C finishes the current step, saves
     a checkpoint and returns with ``interrupted=True``. The final evaluation is skipped when
     interrupted.
+
+    A fresh run (``resume=False``) into a directory that already holds checkpoints raises
+    ``FileExistsError``, so an earlier run is never mixed with or lost to a new one, unless
+    ``overwrite=True``, which deletes them (and the metrics log) first.
     """
     from tqdm.auto import tqdm  # lazy: only the training loop needs it
 
@@ -229,6 +244,16 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     total = int(steps if steps is not None else recipe.steps)
     start = 0
+    if not resume and list_checkpoints(out):
+        found = list_checkpoints(out)
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} already holds {len(found)} checkpoint(s) of an earlier run (newest: "
+                f"{found[-1].name}); continue it with resume=True (--resume), or start over "
+                "with overwrite=True (--overwrite), or choose another directory"
+            )
+        for old in found:
+            _delete_pair(old)
     if resume:
         arrays, meta, path = load_latest(out)
         if meta.get("recipe") != recipe.name:

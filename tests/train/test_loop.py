@@ -73,6 +73,21 @@ def test_keeps_the_newest_checkpoints_only(tmp_path):
     assert all(io.sidecar_path(p).exists() for p in list_checkpoints(tmp_path))
 
 
+def test_a_fresh_run_never_mixes_with_or_deletes_an_earlier_one(tmp_path):
+    """A longer earlier run's checkpoints are not pruned in favour of (or mistaken for) a new
+    run's: the new run refuses to start, unless told to overwrite, which starts clean."""
+    train(_tiny(steps=6), tmp_path, save_every=2, progress=False)
+    before = {p: p.read_bytes() for p in list_checkpoints(tmp_path)}
+    with pytest.raises(FileExistsError, match=r"ckpt-00000006.safetensors.*--resume.*--overwrite"):
+        train(_tiny(steps=2), tmp_path, progress=False)
+    assert {p: p.read_bytes() for p in list_checkpoints(tmp_path)} == before  # untouched
+    result = train(_tiny(steps=2), tmp_path, progress=False, overwrite=True)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-00000002.safetensors"]
+    assert result.checkpoint.name == "ckpt-00000002.safetensors"
+    steps = [r["step"] for r in read_metrics(tmp_path) if "loss" in r]
+    assert steps == [1, 2]
+
+
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     train(_tiny(steps=6), tmp_path, save_every=2, progress=False)
     newest = list_checkpoints(tmp_path)[-1]
