@@ -97,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import minitransformer as mt
     from minitransformer.train import make_recipe, train
 
     out = Path(args.out)
     results: dict[str, dict] = {}
+    mt.backend.set_num_threads(args.threads)  # the blocked element-wise kernels, as BLAS
     with threadpool_limits(limits=args.threads):
         for name in names:
             recipe_name, suffix, _ = OUTCOMES[name]

@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # parsed before anything imports numpy.
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None and ARGS.threads is not None:
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                "MINITRANSFORMER_NUM_THREADS"):  # BLAS, and the blocked element-wise kernels
         os.environ[var] = str(ARGS.threads)
 
 import cProfile  # noqa: E402
@@ -245,7 +246,8 @@ def main(a: argparse.Namespace) -> None:
 
     print(f"ViT img {a.img}, patch {a.patch} (N={N}, T={N + 1}), dim {a.dim}, depth {a.depth}, "
           f"heads {a.heads}, batch {a.batch}, {a.classes} classes, float32, CPU")
-    print(f"NumPy {np.__version__}; BLAS: {blas_threads()}")
+    print(f"NumPy {np.__version__}; BLAS: {blas_threads()}; element-wise kernels: "
+          f"{mt.backend.num_threads()} thread(s)")
     if a.keep_freed_memory:
         print(f"malloc: {keep_freed_memory()}")
     print(f"analytic FLOPs (matmuls only, 2MKN): forward {fwd_flops / 1e9:.2f} GFLOP, "

@@ -32,8 +32,10 @@ from .backend import (
     get_default_device,
     get_default_dtype,
     manual_seed,
+    num_threads,
     set_default_device,
     set_default_dtype,
+    set_num_threads,
     to_numpy,
 )
 
@@ -42,7 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Device", "Function", "Tensor", "backend", "cuda_available", "debug_mode", "detect_anomaly",
     "enable_grad", "functional", "get_default_device", "get_default_dtype", "is_debug_mode",
-    "is_grad_enabled", "manual_seed", "no_grad", "ones", "ones_like", "randn",
-    "set_default_device", "set_default_dtype", "set_grad_enabled", "tensor", "testing", "to_numpy",
-    "zeros", "zeros_like",
+    "is_grad_enabled", "manual_seed", "no_grad", "num_threads", "ones", "ones_like", "randn",
+    "set_default_device", "set_default_dtype", "set_grad_enabled", "set_num_threads", "tensor",
+    "testing", "to_numpy", "zeros", "zeros_like",
 ]
