@@ -130,22 +130,6 @@ def _shape_mask(kind: str, dy: np.ndarray, dx: np.ndarray, r: np.ndarray) -> np.
     raise ValueError(f"make_shapes: unknown shape {kind!r}; expected one of {ALL_SHAPES}")
 
 
-def _gradient_background(bg: np.ndarray, background: tuple[float, float], s: int, seed: int
-                         ) -> np.ndarray:
-    """Backgrounds ramping from ``bg`` to a second colour along a random direction per image.
-    Shapes: bg (n, 3) -> (n, 3, S, S) float32."""
-    n = bg.shape[0]
-    g = np.random.default_rng([seed, 1])  # its own stream: the scene's other draws are unchanged
-    bg_end = g.uniform(*background, size=(n, 3)).astype(np.float32)  # (n, 3)
-    angle = g.uniform(0.0, 2.0 * np.pi, size=n)
-    u = (np.arange(s, dtype=np.float32) + 0.5) / s - 0.5  # pixel centres in (-1/2, 1/2)
-    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]  # (n, 1, 1)
-    # position along the direction, rescaled so the image's corners span [0, 1]
-    proj = (cos * u[None, None, :] + sin * u[None, :, None]) / (np.abs(cos) + np.abs(sin))
-    t = (proj + 0.5).astype(np.float32)[:, None]  # (n, 1, S, S)
-    return bg[:, :, None, None] * (1.0 - t) + bg_end[:, :, None, None] * t  # (n, 3, S, S)
-
-
 def make_shapes(
     n: int,
     size: int = 32,
@@ -154,7 +138,6 @@ def make_shapes(
     shapes: Sequence[str] = SHAPES,
     noise: float = 0.05,
     background: tuple[float, float] = (0.0, 0.2),
-    background_style: str = "flat",
     dtype: Any = np.float32,
 ) -> ShapesData:
     """Generate ``n`` RGB scenes of ``size x size`` pixels, deterministic per ``seed``.
@@ -164,12 +147,6 @@ def make_shapes(
     and a position, all uniform, with positions distinct within an image. The background is one
     dark colour per image (each channel uniform in ``background``); Gaussian noise of std
     ``noise`` is added everywhere and the result clipped to [0, 1].
-
-    ``background_style="gradient"`` ramps the background linearly, along a random direction,
-    from that colour to a second one drawn the same way (from a separate random stream, so the
-    objects, labels and "flat" scenes of a seed do not change). Two crops of one image then see
-    different backgrounds, as in photographs: a flat colour per image is the same in every
-    crop, which self-distillation (DINO) latches onto instead of the object.
 
     Captions join the objects' phrases with " and ", main object first:
     ``"a small red circle on the left and a large blue square at the top"``.
@@ -185,9 +162,6 @@ def make_shapes(
         raise ValueError(
             f"make_shapes: max_objects must be in 1..{len(POSITIONS)}, got {max_objects}"
         )
-    if background_style not in ("flat", "gradient"):
-        raise ValueError(f"make_shapes: background_style must be 'flat' or 'gradient', got "
-                         f"{background_style!r}")
     shapes = tuple(shapes)
     for kind in shapes:
         if kind not in ALL_SHAPES:
@@ -228,10 +202,7 @@ def make_shapes(
     for k in range(1, m):
         visible[:, k] &= ~full[:, :k].any(axis=1)  # hidden by the objects drawn above it
 
-    if background_style == "flat":
-        images = np.broadcast_to(bg[:, :, None, None], (n, 3, s, s)).copy()  # (n, 3, S, S)
-    else:
-        images = _gradient_background(bg, background, s, seed)
+    images = np.broadcast_to(bg[:, :, None, None], (n, 3, s, s)).copy()  # (n, 3, S, S)
     colour_rgb = COLOUR_RGB[obj_colour] * brightness[..., None].astype(np.float32)  # (n, M, 3)
     for k in range(m):
         col = colour_rgb[:, k, :, None, None]  # (n, 3, 1, 1)

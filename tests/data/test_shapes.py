@@ -175,28 +175,6 @@ def test_all_shapes_and_other_sizes():
     assert all(ALL_SHAPES[s] in c for s, c in zip(d.shape, d.captions))
 
 
-def test_gradient_background_ramps_across_the_image_and_keeps_the_objects():
-    """Same objects, labels and masks as the flat scenes of the seed; the background changes
-    linearly from one corner region to the other, within the range, noise aside."""
-    flat = make_shapes(200, size=S, seed=4, noise=0.0)
-    grad = make_shapes(200, size=S, seed=4, noise=0.0, background_style="gradient",
-                       background=(0.1, 0.5))
-    np.testing.assert_array_equal(grad.masks, flat.masks)
-    np.testing.assert_array_equal(grad.shape, flat.shape)
-    obj = np.broadcast_to(grad.masks[:, None], grad.images.shape)
-    np.testing.assert_array_equal(grad.images[obj], flat.images[obj])  # objects unchanged
-    bg = np.where(obj, np.nan, grad.images)
-    assert np.nanmin(bg) >= 0.1 - 1e-6 and np.nanmax(bg) <= 0.5 + 1e-6
-    # a flat background has one colour per image; a gradient spreads over the image
-    spread_flat = np.nanmax(np.where(obj, np.nan, flat.images), axis=(2, 3)) - np.nanmin(
-        np.where(obj, np.nan, flat.images), axis=(2, 3))
-    spread_grad = np.nanmax(bg, axis=(2, 3)) - np.nanmin(bg, axis=(2, 3))
-    assert spread_flat.max() == 0.0 and np.median(spread_grad) > 0.1
-    again = make_shapes(200, size=S, seed=4, noise=0.0, background_style="gradient",
-                        background=(0.1, 0.5))
-    np.testing.assert_array_equal(again.images, grad.images)
-
-
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown shape"):
         make_shapes(4, shapes=("circle", "hexagon"))
@@ -204,8 +182,6 @@ def test_bad_arguments():
         make_shapes(4, max_objects=0)
     with pytest.raises(ValueError, match="size"):
         make_shapes(4, size=4)
-    with pytest.raises(ValueError, match="background_style must be 'flat' or 'gradient'"):
-        make_shapes(4, background_style="noise")
 
 
 def test_patch_mask_targets_majority_rule(xp):

@@ -18,9 +18,7 @@ from ...data import (
     random_resized_crop,
 )
 
-__all__ = ["GRADIENT_RANGE", "DigitsViews", "ImageSet", "load_image_set", "make_views"]
-
-GRADIENT_RANGE = (0.0, 0.5)  # per channel, the two ends of a gradient background
+__all__ = ["DigitsViews", "ImageSet", "load_image_set", "make_views"]
 
 
 @dataclass
@@ -54,25 +52,18 @@ class ImageSet:
 
 
 def load_image_set(name: str, seed: int, n_train: int = 4000, n_eval_train: int = 1000,
-                   n_test: int = 500, patch_size: int = 4, background: str = "flat"
-                   ) -> ImageSet:
+                   n_test: int = 500, patch_size: int = 4) -> ImageSet:
     """The digits (sklearn's split: train on the training images, k-NN fitted on them and
     scored on the test images) or the shapes (one object per image; ``n_train`` images to
     train on, a labelled set of ``n_eval_train`` and a test set of ``n_test`` from other
-    seeds; ``background``: ``"flat"`` or ``"gradient"``, see ``make_shapes``). Shapes: images
-    (n, C, S, S) float32 in [0, 1]."""
+    seeds). Shapes: images (n, C, S, S) float32 in [0, 1]."""
     if name == "digits":
         d = load_digits(seed=seed)
         return ImageSet("digits", d.x_train, d.x_train, d.y_train, d.x_test, d.y_test, 10)
     if name == "shapes":
-        kw: dict[str, Any] = {}
-        if background == "gradient":  # ramps between two colours of a wider range
-            kw = dict(background_style="gradient", background=GRADIENT_RANGE)
-        elif background != "flat":
-            raise ValueError(f"unknown background {background!r}; expected 'flat' or 'gradient'")
-        train = make_shapes(n_train, seed=seed, **kw)
-        ev = make_shapes(n_eval_train, seed=seed + 10_000, **kw)
-        test = make_shapes(n_test, seed=seed + 20_000, **kw)
+        train = make_shapes(n_train, seed=seed)
+        ev = make_shapes(n_eval_train, seed=seed + 10_000)
+        test = make_shapes(n_test, seed=seed + 20_000)
 
         def patch_labels(s: Any) -> np.ndarray:
             obj = patch_mask_targets(s.masks, patch_size)  # (n, N) bool

@@ -77,7 +77,6 @@ class DINOConfig(BaseConfig):
     n_train: int = 4000  # shapes: training images (the digits have 1,293)
     n_eval_train: int = 1000  # shapes: labelled images for k-NN / the probes
     n_test: int = 500  # shapes: test images
-    background: str = "flat"  # shapes: "flat" (one colour per image) or "gradient"
     # backbone
     dim: int = 64
     depth: int = 4
@@ -138,7 +137,7 @@ class DINORecipe(BaseRecipe):
     def build(self) -> None:
         c = self.cfg
         self.data: ImageSet = load_image_set(c.dataset, c.seed, c.n_train, c.n_eval_train,
-                                             c.n_test, c.patch_size, c.background)
+                                             c.n_test, c.patch_size)
         self.views = make_views(c.dataset, c.n_local, c.local_size, c.global_scale,
                                 c.local_scale, self.data.img_size)
         self.student = self.make_network()
