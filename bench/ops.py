@@ -12,10 +12,11 @@ Prints two tables and asserts nothing (benchmarks are not tests):
    about 7.4 µs per elementary op forward+backward on this kind of machine.
 2. Forward+backward of matmul, softmax, layer_norm, gelu and cross_entropy at transformer
    sizes ((64, 65, 192) activations: a batch of 64 ViT-tiny-ish sequences of 65 tokens),
-   fused and composed. Matmul is reported in GFLOP/s beside NumPy's own float32 matmul; the
-   memory-bound ops in GB/s and as a ratio to the *memory-traffic bound*: the minimum bytes
-   a forward+backward must read and write, divided by the array-copy bandwidth measured
-   now at the same array size. A ratio of 1.0 would be as fast as copying that data.
+   fused (on cache-sized blocks of rows, ``functional/blocks.py``), fused as one
+   whole-array block, and composed. Matmul is reported in GFLOP/s beside NumPy's own float32
+   matmul; the memory-bound ops in GB/s and as a ratio to the *memory-traffic bound*: the
+   minimum bytes a forward+backward must read and write, divided by the array-copy bandwidth
+   measured now at the same array size. A ratio of 1.0 would be as fast as copying that data.
 
 Every number is the median of repeats (min in brackets where noise matters). On a machine
 shared with other jobs, also try ``OPENBLAS_NUM_THREADS=1``: OpenBLAS threads spin-wait for
@@ -167,13 +168,24 @@ def matmul_gflops(xp, m: int, k: int, n: int, repeats: int) -> float:
 
 
 def _fused_and_composed(run: Callable[[], object]) -> dict[str, Callable[[], object]]:
-    """The same op twice: public (fused) and composed, through F.use_fused, the seam the
+    """The same op three ways: public (fused, on blocks of rows), fused on the whole array as
+    one block (what blocking buys), and composed, through F.use_fused, the seam the
     functional package exposes for exactly this comparison."""
+    from minitransformer.functional import blocks
+
+    def one_block():
+        saved = blocks.BLOCK_BYTES
+        blocks.BLOCK_BYTES = 1 << 62  # every row in one block
+        try:
+            return run()
+        finally:
+            blocks.BLOCK_BYTES = saved
+
     def composed():
         with F.use_fused(False):
             return run()
 
-    return {"fused": run, "composed": composed}
+    return {"fused": run, "one block": one_block, "composed": composed}
 
 
 def op_rows(device: str, repeats: int) -> tuple[list[tuple], float, float, int]:
@@ -265,7 +277,7 @@ def print_ops(rows, bandwidths, numpy_gflops, n_bytes, by_hand) -> None:
           f"   NumPy array copy, read + write: {bandwidth / 1e9:6.1f} GB/s at "
           f"{n_bytes / 2**20:.1f} MiB (one activation), {dram_bandwidth / 1e9:6.1f} GB/s at "
           f"256 MiB (main memory)")
-    header = (f"{'op':34s} {'version':9s} {'ms':>16s} {'GFLOP/s':>8s} {'GB/s':>7s} "
+    header = (f"{'op':34s} {'version':10s} {'ms':>16s} {'GFLOP/s':>8s} {'GB/s':>7s} "
               f"{'x bound':>8s} {'x DRAM':>7s}")
     print(header)
     print("-" * len(header))
@@ -277,7 +289,7 @@ def print_ops(rows, bandwidths, numpy_gflops, n_bytes, by_hand) -> None:
             dram = f"{t / (traffic / dram_bandwidth):7.1f}"
         else:
             gbs, ratio, dram = f"{'':7s}", f"{'':8s}", ""
-        print(f"{name:34s} {variant:9s} {t * 1e3:7.2f} [{t_min * 1e3:6.2f}] {gflops} {gbs} "
+        print(f"{name:34s} {variant:10s} {t * 1e3:7.2f} [{t_min * 1e3:6.2f}] {gflops} {gbs} "
               f"{ratio} {dram}")
     for name, (t, t_min) in by_hand:
         print(f"{name:34s} {'numpy':9s} {t * 1e3:7.2f} [{t_min * 1e3:6.2f}]")
