@@ -185,24 +185,6 @@ def numpy_gemm_ms(g: Gemm, rng: np.random.Generator, repeats: int = 7) -> tuple[
     return median_ms(lambda: a @ b, repeats, warmup=2)
 
 
-def keep_freed_memory() -> str:
-    """Ask glibc malloc to keep freed memory (no trimming, no mmap for blocks up to 32 MiB).
-
-    By default every large activation is mmap'ed fresh or trimmed back to the OS when freed, so
-    each training step page-faults a few hundred MiB in again (zero-filled by the kernel)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return "not glibc: --keep-freed-memory ignored"
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # from <malloc.h>
-    ok = (libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # the largest glibc accepts
-          and libc.mallopt(M_TRIM_THRESHOLD, 2**30) and libc.mallopt(M_TOP_PAD, 64 * 2**20))
-    return "glibc keeps freed memory" if ok else "mallopt refused: --keep-freed-memory ignored"
-
-
 def page_faults() -> tuple[int, float]:
     """(minor page faults, system CPU seconds) of this process so far."""
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -249,7 +231,8 @@ def main(a: argparse.Namespace) -> None:
     print(f"NumPy {np.__version__}; BLAS: {blas_threads()}; element-wise kernels: "
           f"{mt.backend.num_threads()} thread(s)")
     if a.keep_freed_memory:
-        print(f"malloc: {keep_freed_memory()}")
+        kept = mt.backend.keep_freed_memory()
+        print(f"malloc: {'glibc keeps freed memory' if kept else 'not glibc: flag ignored'}")
     print(f"analytic FLOPs (matmuls only, 2MKN): forward {fwd_flops / 1e9:.2f} GFLOP, "
           f"training step (forward + 2x backward products) {train_flops / 1e9:.2f} GFLOP\n")
 

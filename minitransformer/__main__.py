@@ -51,7 +51,10 @@ def _table(rows: dict[str, dict[str, float]]) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .backend import keep_freed_memory
     from .train import TrainingDiverged, load_latest, make_recipe, recipe_from_config, train
+
+    keep_freed_memory()  # a training process: no page faults for each step's activations
 
     out = Path(args.out or f"runs/{args.recipe}-{args.preset}")
     overrides = _parse_set(args.set)
@@ -104,7 +107,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .backend import keep_freed_memory
     from .train.demo import DEMO_RECIPE, run_demo
+
+    keep_freed_memory()
 
     run_demo(out_dir=args.out, device=args.device, steps=args.steps, preset=args.preset,
              recipe=args.recipe or DEMO_RECIPE, progress=not args.no_progress)

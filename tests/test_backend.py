@@ -149,3 +149,12 @@ def test_manual_seed_makes_the_default_generators_repeat(clean_backend, device):
 def test_default_rng_is_the_devices_own(clean_backend, device, xp):
     gen = backend.default_rng(device)
     assert isinstance(gen, xp.random.Generator)
+
+
+def test_keep_freed_memory_reports_whether_it_applied():
+    """True exactly where the C library is glibc (CI's Linux), False elsewhere."""
+    import platform
+
+    is_glibc = platform.libc_ver()[0] == "glibc"
+    assert mt.backend.keep_freed_memory() is is_glibc
+    assert mt.backend.keep_freed_memory() is is_glibc  # calling it again is harmless
