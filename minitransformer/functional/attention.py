@@ -19,6 +19,7 @@ from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from . import elementwise as E
 from .activation import softmax_composed, softmax_rows, softmax_rows_backward
+from .blocks import stacked_matmul
 from .fusion import is_fused
 from .linalg import matmul
 from .reduction import sum_to_shape
@@ -122,7 +123,7 @@ class ScaledDotProductAttention(Function):
     def forward(self, q: Any, k: Any, v: Any) -> Any:
         xp = get_array_module(q)
         mask, self.mask = self.mask, None
-        p = q @ xp.swapaxes(k, -1, -2)  # scores (B, H, Tq, Tk), ours from here on
+        p = stacked_matmul(q, xp.swapaxes(k, -1, -2))  # scores (B, H, Tq, Tk), ours
         p *= self.scale
         if mask is not None:
             lowest = xp.asarray(xp.finfo(p.dtype).min, dtype=p.dtype)  # not -inf: no inf - inf
@@ -131,7 +132,7 @@ class ScaledDotProductAttention(Function):
         if mask is not None:
             p *= mask.any(axis=-1, keepdims=True)  # fully masked rows: 0, not uniform
         self.save_for_backward(q, k, v, p)
-        return p @ v, p  # out (B, H, Tq, hd), probs (B, H, Tq, Tk)
+        return stacked_matmul(p, v), p  # out (B, H, Tq, hd), probs (B, H, Tq, Tk)
 
     def backward(self, g_out: Any, g_probs: Any) -> Any:
         # gV = P^T gO ; gP = gO V^T + g_probs ; gS = P (gP - rowsum(gP P)) ;
@@ -141,17 +142,17 @@ class ScaledDotProductAttention(Function):
         need = self.needs_input_grad
         gq = gk = gv = None
         if need[2]:
-            gv = sum_to_shape(xp.swapaxes(p, -1, -2) @ g_out, v.shape)
+            gv = sum_to_shape(stacked_matmul(xp.swapaxes(p, -1, -2), g_out), v.shape)
         if need[0] or need[1]:
-            gs = g_out @ xp.swapaxes(v, -1, -2)  # gP (B, H, Tq, Tk), ours
+            gs = stacked_matmul(g_out, xp.swapaxes(v, -1, -2))  # gP (B, H, Tq, Tk), ours
             gs += g_probs
             softmax_rows_backward(gs, p, gs)  # gS = P (gP - rowsum(gP P)), without the scale
             if need[0]:
-                gq = gs @ k
+                gq = stacked_matmul(gs, k)
                 gq *= self.scale
                 gq = sum_to_shape(gq, q.shape)
             if need[1]:
-                gk = xp.swapaxes(gs, -1, -2) @ q
+                gk = stacked_matmul(xp.swapaxes(gs, -1, -2), q)
                 gk *= self.scale
                 gk = sum_to_shape(gk, k.shape)
         return gq, gk, gv

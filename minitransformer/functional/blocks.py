@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import backend
 
-__all__ = ["BLOCK_BYTES", "PARALLEL_BYTES", "row_blocks", "run_blocks"]
+__all__ = ["BLOCK_BYTES", "PARALLEL_BYTES", "row_blocks", "run_blocks", "stacked_matmul"]
 
 # Bytes of one array's block. A kernel touches 3-4 arrays of the block's size at once, so 256 KiB
 # keeps its working set in a 1 MiB L2 cache. Measured on the bench's shapes (1 thread): 256 KiB
@@ -77,3 +77,26 @@ def run_blocks(kernel: Callable[[int, int, int], None], spans: Sequence[Span],
             f.exception()
     for f in futures:
         f.result()  # re-raises a worker's exception
+
+
+def stacked_matmul(a: np.ndarray | object, b: np.ndarray | object) -> object:
+    """``a @ b`` for stacks of matrices with the same leading axes, such as attention's
+    per-head products (B, H, T, hd) @ (B, H, hd, T).
+
+    NumPy runs one small GEMM per matrix of the stack, on one thread, however many BLAS
+    threads there are; here the stack's first axis is shared among ``backend.num_threads()``
+    threads instead. Anything else (broadcast leading axes, CuPy arrays, one thread) is plain
+    ``a @ b``."""
+    threads = backend.num_threads()
+    if (type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim < 3
+            or a.shape[:-2] != b.shape[:-2] or threads == 1 or a.shape[0] < 2):
+        return a @ b
+    out = np.empty(a.shape[:-1] + b.shape[-1:], dtype=np.result_type(a, b))
+
+    def kernel(i: int, lo: int, hi: int) -> None:
+        np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi])
+
+    n = a.shape[0]
+    spans = [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
+    run_blocks(kernel, [sp for sp in spans if sp[1] > sp[0]], total_bytes=out.nbytes + a.nbytes)
+    return out

@@ -167,6 +167,18 @@ def test_blocked_attention_matches_composed(tiny_blocks, device, B, T, seed):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@given(B=st.integers(1, 7), H=st.integers(1, 3), n=st.integers(1, 5), k=st.integers(1, 5),
+       m=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_stacked_matmul_on_threads_equals_the_stacked_product(tiny_blocks, B, H, n, k, m,
+                                                              seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((B, H, k, n)).swapaxes(-1, -2)  # a non-contiguous (B, H, n, k)
+    b = rng.standard_normal((B, H, k, m))
+    np.testing.assert_array_equal(blocks.stacked_matmul(a, b), a @ b)
+    b1 = rng.standard_normal((1, H, k, m))  # broadcast leading axes: the plain product
+    np.testing.assert_array_equal(blocks.stacked_matmul(a, b1), a @ b1)
+
+
 # ------------------------------------------------------------------ the GELU's normal CDF
 def test_normal_cdf_float32_is_within_its_documented_error():
     """Abramowitz & Stegun 7.1.26 in float32: <= 3.5e-7 from the float64 CDF on a dense grid
