@@ -89,6 +89,19 @@ def test_settings_take_their_defaults_type_or_fail_clearly():
         make_recipe("dino", preset="tiny", steps=2.5)
 
 
+def test_dino_shapes_augment_choices():
+    """``augment="light"`` (methods.md (g)'s crop, flip and brightness/contrast) gives views of
+    the input's size that differ from the input; an unknown choice is a clear error."""
+    r = make_recipe("dino", preset="tiny-shapes", augment="light")
+    x = r.data.x_train[:8]
+    views = r.views(x, rng=np.random.default_rng(0))
+    assert len(views) == r.views.n_views == 2 + r.cfg.n_local
+    assert views[0].shape == x.shape and not np.allclose(views[0], x)
+    assert np.isfinite(r.train_step(0)["loss"])
+    with pytest.raises(ValueError, match="unknown augment 'strong'"):
+        make_recipe("dino", preset="tiny-shapes", augment="strong")
+
+
 def test_seed_changes_the_run_and_fixes_it():
     a = make_recipe("supervised", preset="tiny", seed=1).train_step(0)["loss"]
     b = make_recipe("supervised", preset="tiny", seed=1).train_step(0)["loss"]

@@ -12,13 +12,14 @@ from ... import backend
 from ...data import (
     MultiCrop,
     color_jitter,
+    horizontal_flip,
     load_digits,
     make_shapes,
     patch_mask_targets,
     random_resized_crop,
 )
 
-__all__ = ["DigitsViews", "ImageSet", "load_image_set", "make_views"]
+__all__ = ["ImageSet", "LightViews", "load_image_set", "make_views"]
 
 
 @dataclass
@@ -76,19 +77,24 @@ def load_image_set(name: str, seed: int, n_train: int = 4000, n_eval_train: int 
     raise ValueError(f"unknown dataset {name!r}; expected 'digits' or 'shapes'")
 
 
-class DigitsViews:
-    """Views of 8x8 digits, as the reference runs of methods.md (g): a random resized crop
-    (scale ``global_scale``, resized back to 8x8), brightness/contrast jitter (p 0.8) and
-    Gaussian pixel noise; ``n_local`` smaller crops (``local_scale``) at ``local_size``. No
-    flips, blur or solarisation: at 8x8 they erase the digit.
+class LightViews:
+    """Light augmentation, as the reference runs of methods.md (g): a random resized crop
+    (scale ``global_scale``, resized back to the input size), a horizontal flip with
+    probability ``flip_p``, brightness/contrast jitter (p 0.8) and Gaussian pixel noise of std
+    ``noise``; ``n_local`` smaller crops (``local_scale``) at ``local_size``.
 
-    Shapes: x (B, 1, 8, 8) -> [2 x (B, 1, 8, 8)] + n_local x (B, 1, l, l)."""
+    The digits use it with no flip and noise 0.05 (at 8x8, blur and solarisation erase the
+    digit); the shapes with ``augment="light"``: flip 0.5, no noise.
+
+    Shapes: x (B, C, S, S) -> [2 x (B, C, S, S)] + n_local x (B, C, l, l)."""
 
     def __init__(self, n_local: int = 0, local_size: int = 4,
                  global_scale: tuple[float, float] = (0.5, 1.0),
-                 local_scale: tuple[float, float] = (0.15, 0.5), noise: float = 0.05):
+                 local_scale: tuple[float, float] = (0.15, 0.5), noise: float = 0.05,
+                 flip_p: float = 0.0):
         self.n_local, self.local_size = n_local, local_size
         self.global_scale, self.local_scale, self.noise = global_scale, local_scale, noise
+        self.flip_p = flip_p
 
     @property
     def n_views(self) -> int:
@@ -97,7 +103,11 @@ class DigitsViews:
     def view(self, x: Any, size: int, scale: tuple[float, float],
              rng: np.random.Generator) -> Any:
         x = random_resized_crop(x, size, scale=scale, rng=rng)
+        if self.flip_p > 0:
+            x = horizontal_flip(x, p=self.flip_p, rng=rng)
         x = color_jitter(x, 0.4, 0.4, 0.0, 0.0, p=0.8, rng=rng)
+        if self.noise == 0:
+            return x
         noise = rng.standard_normal(x.shape).astype(x.dtype) * self.noise  # drawn on the host
         return x + backend.to_device(noise, backend.device_of(x))
 
@@ -110,11 +120,21 @@ class DigitsViews:
 
 def make_views(dataset: str, n_local: int, local_size: int,
                global_scale: tuple[float, float], local_scale: tuple[float, float],
-               img_size: int) -> Any:
-    """The multi-crop of a dataset: ``DigitsViews`` for the digits; DINO's ``MultiCrop`` for
-    the shapes (flip, colour jitter, grayscale, blur with sigma up to 1 px at 32 px, solarise
-    on the second global view; no normalisation: the images are already in [0, 1])."""
+               img_size: int, augment: str = "dino") -> Any:
+    """The views of a dataset.
+
+    - The digits: ``LightViews`` (crop, brightness/contrast, noise).
+    - The shapes with ``augment="dino"``: DINO's ``MultiCrop`` (flip, colour jitter,
+      grayscale, blur with sigma up to 1 px at 32 px, solarise on the second global view; no
+      normalisation, since the images are already in [0, 1]).
+    - The shapes with ``augment="light"``: ``LightViews`` with flips and no noise, as the
+      shapes runs of methods.md (g)."""
+    if augment not in ("dino", "light"):
+        raise ValueError(f"unknown augment {augment!r}; expected 'dino' or 'light'")
     if dataset == "digits":
-        return DigitsViews(n_local, local_size, tuple(global_scale), tuple(local_scale))
+        return LightViews(n_local, local_size, tuple(global_scale), tuple(local_scale))
+    if augment == "light":
+        return LightViews(n_local, local_size, tuple(global_scale), tuple(local_scale),
+                          noise=0.0, flip_p=0.5)
     return MultiCrop(img_size, local_size, n_local=n_local, global_scale=tuple(global_scale),
                      local_scale=tuple(local_scale), blur_sigma=(0.1, 1.0))

@@ -103,6 +103,7 @@ class DINOConfig(BaseConfig):
     clip_grad_per_param: float = 3.0  # DINO's clip_gradients; 0 = off
     freeze_last_layer_steps: int = 10  # DINO: the first epoch
     # multi-crop
+    augment: str = "dino"  # shapes: "dino" (DINO's multi-crop pipeline) or "light" (see _views)
     n_local: int = 0
     local_size: int = 4
     global_scale: tuple[float, float] = (0.5, 1.0)
@@ -139,7 +140,7 @@ class DINORecipe(BaseRecipe):
         self.data: ImageSet = load_image_set(c.dataset, c.seed, c.n_train, c.n_eval_train,
                                              c.n_test, c.patch_size)
         self.views = make_views(c.dataset, c.n_local, c.local_size, c.global_scale,
-                                c.local_scale, self.data.img_size)
+                                c.local_scale, self.data.img_size, c.augment)
         self.student = self.make_network()
         self.teacher = self.make_network()
         self.teacher.load_state_dict(self.student.state_dict())  # teacher starts as the student
