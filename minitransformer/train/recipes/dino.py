@@ -58,15 +58,16 @@ __all__ = ["SHAPES_CPU", "SHAPES_GPU", "SHAPES_TINY", "DINOConfig", "DINORecipe"
 # local-to-global matching then teaches the network the background (measured: with 4 local
 # crops the CLS attention left the object, best-head IoU 0.15 -> 0.04 in 100 steps).
 # The cpu budget also follows methods.md (g) in its light augmentation (crop, flip,
-# brightness/contrast), width 96 and batch 128. Measured for DINO's best-head attention IoU
-# (init 0.15): 0.198 after 400 steps at width 64, batch 64 with DINO's full augmentation;
-# 0.286 with the light one; 0.369 after 200 steps at width 96, batch 128.
+# brightness/contrast), width 96 and batch 128; 200 steps fit 10 minutes on 2 cores. Measured
+# for DINO's best-head attention IoU (init 0.15): 0.198 after 400 steps at width 64, batch 64
+# with DINO's full augmentation; 0.286 with the light one; at width 96, batch 128, 0.369 at
+# step 200 of a 300-step schedule.
 SHAPES_TINY: dict[str, Any] = dict(
     dataset="shapes", steps=6, batch_size=8, dim=16, depth=1, num_heads=2, patch_size=8,
     out_dim=32, hidden_dim=32, bottleneck_dim=16, n_local=2, local_size=16, n_train=64,
     n_eval_train=32, n_test=16, lr=1e-3, freeze_last_layer_steps=2)
 SHAPES_CPU: dict[str, Any] = dict(
-    dataset="shapes", steps=300, batch_size=128, dim=96, depth=4, num_heads=4, patch_size=4,
+    dataset="shapes", steps=200, batch_size=128, dim=96, depth=4, num_heads=4, patch_size=4,
     lr=1e-3, warmup_steps=30, n_local=0, global_scale=(0.4, 1.0), augment="light",
     freeze_last_layer_steps=60, n_eval_train=300, n_test=200)
 SHAPES_GPU: dict[str, Any] = dict(
