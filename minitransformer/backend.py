@@ -342,9 +342,9 @@ def keep_freed_memory() -> bool:
     By default glibc maps each large array fresh and returns it to the OS when it is freed, so
     every training step page-faults its activations in again, zero-filled by the kernel. glibc
     raises its thresholds as it sees large frees, so a long run speeds up by itself over its
-    first steps; this makes it fast from the first step. Measured on ``bench/vit_step.py``
-    (1 thread): 1.9 s, then 1.7 s, then 1.4 s for the first three groups of 11 steps with the
-    default, and 1.36-1.48 s throughout with this. The cost: the process keeps its peak
+    first steps; this makes it fast from the first step. Measured on ``bench/vit_step.py``'s
+    model (1 thread), three phases of training steps took 1.94, then 1.74, then 1.43 s per step
+    with the default, and 1.36-1.48 s from the first with this. The cost: the process keeps its peak
     memory. The command line's ``train`` and ``demo`` call it; the library never does, since
     it changes the whole process."""
     import ctypes

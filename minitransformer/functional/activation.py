@@ -313,7 +313,9 @@ class Softmax(Function):
     def forward(self, x: Any) -> Any:
         _check_float("softmax", x)
         xp = get_array_module(x)
-        if self.axis in (-1, x.ndim - 1) and x.ndim and x.flags.c_contiguous:
+        # along the last axis of a contiguous array: blocks of rows (forward and backward)
+        self.rows = bool(x.ndim) and self.axis in (-1, x.ndim - 1) and x.flags.c_contiguous
+        if self.rows:
             y = xp.empty_like(x)
             softmax_rows(x, y)
         else:
@@ -327,7 +329,7 @@ class Softmax(Function):
         # gx_i = y_i (gy_i - sum_j gy_j y_j)
         (y,) = self.saved
         xp = get_array_module(y)
-        if self.axis in (-1, y.ndim - 1) and y.ndim and y.flags.c_contiguous:
+        if self.rows:  # y is ours, fresh and C-contiguous
             gx = xp.empty_like(y)
             softmax_rows_backward(xp.ascontiguousarray(gy), y, gx)
             return gx

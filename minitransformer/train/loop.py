@@ -244,8 +244,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     total = int(steps if steps is not None else recipe.steps)
     start = 0
-    if not resume and list_checkpoints(out):
-        found = list_checkpoints(out)
+    found = [] if resume else list_checkpoints(out)
+    if found:
         if not overwrite:
             raise FileExistsError(
                 f"{out} already holds {len(found)} checkpoint(s) of an earlier run (newest: "
