@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     results: dict[str, dict] = {}
     mt.backend.set_num_threads(args.threads)  # the blocked element-wise kernels, as BLAS
+    mt.backend.keep_freed_memory()  # as the `train` command: no page faults every step
     with threadpool_limits(limits=args.threads):
         for name in names:
             recipe_name, suffix, _ = OUTCOMES[name]

@@ -102,6 +102,26 @@ def test_dino_shapes_augment_choices():
         make_recipe("dino", preset="tiny-shapes", augment="strong")
 
 
+def test_shapes_background_setting_reaches_every_split():
+    """``background=(lo, hi)`` is the range of each background channel in the training,
+    probe and test images: (0.1, 0.1) (the shapes presets) gives one grey for all, the
+    generator's default (0, 0.2) one dark colour per image."""
+    def background_means(r):
+        x, masks = r.data.x_test, r.data.masks_test  # (n, 3, S, S), (n, S, S)
+        bg = ~masks[:, None]  # (n, 1, S, S)
+        return (x * bg).sum(axis=(2, 3)) / bg.sum(axis=(2, 3))  # (n, 3)
+
+    fixed = make_recipe("dino", preset="tiny-shapes", background=(0.1, 0.1))
+    assert fixed.cfg.background == (0.1, 0.1)
+    varied = make_recipe("dino", preset="tiny-shapes", background=(0.0, 0.2))
+    np.testing.assert_allclose(background_means(fixed), 0.1, atol=0.01)
+    assert background_means(varied).std() > 0.03
+    for r, low in ((fixed, True), (varied, False)):  # the unmasked splits: corner patches,
+        for x in (r.data.x_train, r.data.x_eval_train):  # background in almost every scene
+            corner = x[:, :, :3, :3].mean(axis=(2, 3))  # (n, 3)
+            assert (float(np.median(abs(corner - 0.1))) < 0.025) == low
+
+
 def test_seed_changes_the_run_and_fixes_it():
     a = make_recipe("supervised", preset="tiny", seed=1).train_step(0)["loss"]
     b = make_recipe("supervised", preset="tiny", seed=1).train_step(0)["loss"]

@@ -53,18 +53,21 @@ class ImageSet:
 
 
 def load_image_set(name: str, seed: int, n_train: int = 4000, n_eval_train: int = 1000,
-                   n_test: int = 500, patch_size: int = 4) -> ImageSet:
+                   n_test: int = 500, patch_size: int = 4,
+                   background: tuple[float, float] = (0.0, 0.2)) -> ImageSet:
     """The digits (sklearn's split: train on the training images, k-NN fitted on them and
     scored on the test images) or the shapes (one object per image; ``n_train`` images to
     train on, a labelled set of ``n_eval_train`` and a test set of ``n_test`` from other
-    seeds). Shapes: images (n, C, S, S) float32 in [0, 1]."""
+    seeds; ``background``, the range of each channel of an image's background colour, is
+    ``make_shapes``'). Shapes: images (n, C, S, S) float32 in [0, 1]."""
     if name == "digits":
         d = load_digits(seed=seed)
         return ImageSet("digits", d.x_train, d.x_train, d.y_train, d.x_test, d.y_test, 10)
     if name == "shapes":
-        train = make_shapes(n_train, seed=seed)
-        ev = make_shapes(n_eval_train, seed=seed + 10_000)
-        test = make_shapes(n_test, seed=seed + 20_000)
+        bg = tuple(background)
+        train = make_shapes(n_train, seed=seed, background=bg)
+        ev = make_shapes(n_eval_train, seed=seed + 10_000, background=bg)
+        test = make_shapes(n_test, seed=seed + 20_000, background=bg)
 
         def patch_labels(s: Any) -> np.ndarray:
             obj = patch_mask_targets(s.masks, patch_size)  # (n, N) bool
