@@ -58,8 +58,8 @@ def load_image_set(name: str, seed: int, n_train: int = 4000, n_eval_train: int 
     """The digits (sklearn's split: train on the training images, k-NN fitted on them and
     scored on the test images) or the shapes (one object per image; ``n_train`` images to
     train on, a labelled set of ``n_eval_train`` and a test set of ``n_test`` from other
-    seeds; ``background``, the range of each channel of an image's background colour, is
-    ``make_shapes``'). Shapes: images (n, C, S, S) float32 in [0, 1]."""
+    seeds; ``background`` goes to ``make_shapes``: the range of each channel of an image's
+    background colour). Shapes: images (n, C, S, S) float32 in [0, 1]."""
     if name == "digits":
         d = load_digits(seed=seed)
         return ImageSet("digits", d.x_train, d.x_train, d.y_train, d.x_test, d.y_test, 10)
