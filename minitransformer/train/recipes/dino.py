@@ -53,21 +53,18 @@ __all__ = ["SHAPES_CPU", "SHAPES_GPU", "SHAPES_TINY", "DINOConfig", "DINORecipe"
 
 # Budgets on the shapes, shared by the dino (*-shapes presets) and dinov2 recipes so that
 # their patch-segmentation mIoU compares at the same cost in steps, batch and model.
-# Measured on DINO's best-head attention IoU after the cpu budget's 200 steps, seeds 0/1/2
-# (each draws its own images and init; random init 0.192/0.233/0.238):
+# What was measured for each choice (seeds, learning rates, the trials) is in docs/dino.md.
 # - One grey background for every image (``background=(0.1, 0.1)``; the generator's default
 #   gives each image its own dark colour). A per-image background colour fills most of both
 #   views and survives the crop, flip and brightness/contrast jitter, so matching the views
-#   by it is the shortcut self-distillation takes: seed 0 reached 0.265 with it (from 0.174)
-#   and 0.527 with the shared grey.
-# - lr 3e-3: 0.589/0.538/0.660. At 1e-3 the localisation appeared in some seeds only
-#   (0.527/0.249/0.323), at 2e-3 in two of three (0.666/0.629/0.401).
-# - Two global views and no local crops, as the reference runs of methods.md (g) (measured
-#   with per-image backgrounds: with 4 local crops the IoU fell from 0.15 to 0.04 in 100
-#   steps, the crops holding mostly background).
+#   by it is the shortcut self-distillation takes (DINO's best-head attention IoU 0.265 with
+#   it, 0.527 without, seed 0 at lr 1e-3).
+# - lr 3e-3: best-head IoU 0.589/0.538/0.660 on seeds 0/1/2; at 1e-3 the attention found the
+#   object in some seeds only.
+# - Two global views and no local crops, as the reference runs of methods.md (g): with
+#   per-image backgrounds, 4 local crops sent the attention to the background.
 # - The light augmentation of methods.md (g) (crop, flip, brightness/contrast), width 96 and
-#   batch 128. With DINO's full augmentation (``augment="dino"``; lr 1e-3, seed 0) the IoU
-#   was 0.339 where the light one gave 0.527. 200 steps fit 10 minutes on 2 cores.
+#   batch 128; 200 steps fit 10 minutes on 2 cores.
 SHAPES_TINY: dict[str, Any] = dict(
     dataset="shapes", steps=6, batch_size=8, dim=16, depth=1, num_heads=2, patch_size=8,
     out_dim=32, hidden_dim=32, bottleneck_dim=16, n_local=2, local_size=16, n_train=64,
