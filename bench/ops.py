@@ -151,11 +151,26 @@ def print_overhead(rows: list[tuple]) -> None:
 # --------------------------------------------------------------------------------------------
 # 2. ops at transformer sizes
 # --------------------------------------------------------------------------------------------
-def copy_bandwidth(xp, n_bytes: int, repeats: int) -> float:
-    """Array-copy speed in bytes/s, counting the read and the write (2 n_bytes per copy)."""
+def copy_bandwidth(xp, n_bytes: int, repeats: int, threads: int = 1) -> float:
+    """Array-copy speed in bytes/s, counting the read and the write (2 n_bytes per copy). On
+    the CPU with ``threads`` > 1 the copy is cut in as many slices, copied at the same time on
+    the pool the fused ops use (NumPy releases the GIL while it copies)."""
     src = xp.ones(n_bytes // 4, dtype=xp.float32)
     dst = xp.empty_like(src)
-    t = median_time(lambda: xp.copyto(dst, src), repeats, xp)[0]
+    if xp is not np or threads == 1:
+        t = median_time(lambda: xp.copyto(dst, src), repeats, xp)[0]
+        return 2 * n_bytes / t
+    cuts = [len(src) * i // threads for i in range(threads + 1)]
+    slices = [slice(cuts[i], cuts[i + 1]) for i in range(threads)]
+    pool = mt.backend.cpu_pool()
+
+    def copy_on_all_threads():
+        futures = [pool.submit(np.copyto, dst[sl], src[sl]) for sl in slices[1:]]
+        np.copyto(dst[slices[0]], src[slices[0]])
+        for f in futures:
+            f.result()
+
+    t = median_time(copy_on_all_threads, repeats)[0]
     return 2 * n_bytes / t
 
 
@@ -167,10 +182,13 @@ def matmul_gflops(xp, m: int, k: int, n: int, repeats: int) -> float:
     return 2 * m * k * n / t / 1e9
 
 
-def _fused_and_composed(run: Callable[[], object]) -> dict[str, Callable[[], object]]:
-    """The same op three ways: public (fused, on blocks of rows), fused on the whole array as
-    one block (what blocking buys), and composed, through F.use_fused, the seam the
-    functional package exposes for exactly this comparison."""
+def _fused_and_composed(run: Callable[[], object], op_alone: Callable[[], object] | None,
+                        numba: bool) -> dict[str, Callable[[], object]]:
+    """The same op several ways: public (fused, on blocks of rows; with Numba's compiled
+    kernels when installed); the fused Function alone, its forward and backward called on raw
+    arrays with no engine around it; the fused NumPy calls (``use_numba(False)``); fused on
+    the whole array as one block (what blocking buys); and composed, through F.use_fused, the
+    seam the functional package exposes for exactly this comparison."""
     from minitransformer.functional import blocks
 
     def one_block():
@@ -181,21 +199,46 @@ def _fused_and_composed(run: Callable[[], object]) -> dict[str, Callable[[], obj
         finally:
             blocks.BLOCK_BYTES = saved
 
+    def numpy_calls():
+        with F.use_numba(False):
+            return run()
+
     def composed():
         with F.use_fused(False):
             return run()
 
-    return {"fused": run, "one block": one_block, "composed": composed}
+    variants = {"fused": run}
+    if op_alone is not None:
+        variants["op alone"] = op_alone
+    if numba:
+        variants["NumPy"] = numpy_calls
+    variants.update({"one block": one_block, "composed": composed})
+    return variants
+
+
+def _op_alone(function: Callable[[], object], inputs: list, gy) -> Callable[[], object]:
+    """Forward and backward of a fresh fused Function on raw arrays: the op's own cost,
+    without the engine (which also copies a leaf's first gradient into ``.grad``)."""
+    def run():
+        f = function()
+        f.needs_input_grad = (True,) * len(inputs)
+        f.forward(*inputs)
+        return f.backward(gy)
+    return run
 
 
 def op_rows(device: str, repeats: int) -> tuple[list[tuple], float, float, int]:
+    from minitransformer.functional.activation import Softmax
+    from minitransformer.functional.normalization import LayerNorm
+
     xp = mt.backend.as_device(device).xp
     rng = np.random.default_rng(0)
     B, T, D = 64, 65, 192  # batch, tokens, width
     n = B * T * D  # elements of one activation
     n_bytes = 4 * n  # float32
-    bandwidth = copy_bandwidth(xp, n_bytes, repeats)  # the op's own array size
-    dram_bandwidth = copy_bandwidth(xp, 256 * 2**20, max(3, repeats // 4))  # beyond any cache
+    threads = mt.backend.num_threads()  # the fused ops share their blocks among these
+    bandwidth = copy_bandwidth(xp, n_bytes, repeats, threads)  # the op's own array size
+    dram_bandwidth = copy_bandwidth(xp, 256 * 2**20, max(3, repeats // 4), threads)
     M, K, N = B * T, D, 4 * D  # the MLP's first projection: (B*T, D) @ (D, 4D)
     numpy_gflops = matmul_gflops(xp, M, K, N, repeats)
 
@@ -228,14 +271,21 @@ def op_rows(device: str, repeats: int) -> tuple[list[tuple], float, float, int]:
     #   layer_norm: fwd reads x, writes y; bwd reads x and gy, writes gx      -> 5n
     #   gelu:       fwd reads x, writes y; bwd reads x and gy, writes gx      -> 5n
     #   cross_entropy: fwd reads logits; bwd reads logits, writes glogits     -> 3n
+    softmax_alone = _op_alone(lambda: Softmax(-1), [x.data], gy)
+    layer_norm_alone = _op_alone(lambda: LayerNorm(1e-6, True, True),
+                                 [x.data, w_ln.data, b_ln.data], gy)
     memory_bound = {
-        "softmax (64,65,192), last axis": (lambda: F.softmax(x, axis=-1), gy, 5 * n),
-        "layer_norm (64,65,192), D=192": (lambda: F.layer_norm(x, w_ln, b_ln, 1e-6), gy, 5 * n),
-        "gelu (64,65,192), erf": (lambda: F.gelu(x), gy, 5 * n),
-        "cross_entropy (4160,192) logits": (lambda: F.cross_entropy(logits, target), None, 3 * n),
+        "softmax (64,65,192), last axis": (lambda: F.softmax(x, axis=-1), gy, 5 * n,
+                                           softmax_alone),
+        "layer_norm (64,65,192), D=192": (lambda: F.layer_norm(x, w_ln, b_ln, 1e-6), gy, 5 * n,
+                                          layer_norm_alone),
+        "gelu (64,65,192), erf": (lambda: F.gelu(x), gy, 5 * n, None),
+        "cross_entropy (4160,192) logits": (lambda: F.cross_entropy(logits, target), None, 3 * n,
+                                            None),
     }
-    for name, (make, g, elements) in memory_bound.items():
-        for variant, run in _fused_and_composed(fwd_bwd(make, g)).items():
+    numba = device == "cpu" and F.numba_kernels_for(x.data) is not None
+    for name, (make, g, elements, alone) in memory_bound.items():
+        for variant, run in _fused_and_composed(fwd_bwd(make, g), alone, numba).items():
             t = median_time(run, repeats, xp)
             rows.append((name, variant, t, None, 4 * elements))
     return rows, (bandwidth, dram_bandwidth), numpy_gflops, n_bytes
@@ -274,7 +324,8 @@ def print_ops(rows, bandwidths, numpy_gflops, n_bytes, by_hand) -> None:
     print(f"\n2. Forward+backward at transformer sizes (float32; wall time, median [min] of "
           f"repeats)\n"
           f"   NumPy float32 matmul (4160,192)@(192,768): {numpy_gflops:7.1f} GFLOP/s\n"
-          f"   NumPy array copy, read + write: {bandwidth / 1e9:6.1f} GB/s at "
+          f"   NumPy array copy, read + write, on {mt.backend.num_threads()} thread(s): "
+          f"{bandwidth / 1e9:6.1f} GB/s at "
           f"{n_bytes / 2**20:.1f} MiB (one activation), {dram_bandwidth / 1e9:6.1f} GB/s at "
           f"256 MiB (main memory)")
     header = (f"{'op':34s} {'version':10s} {'ms':>16s} {'GFLOP/s':>8s} {'GB/s':>7s} "
@@ -295,20 +346,31 @@ def print_ops(rows, bandwidths, numpy_gflops, n_bytes, by_hand) -> None:
         print(f"{name:34s} {'numpy':9s} {t * 1e3:7.2f} [{t_min * 1e3:6.2f}]")
     print("x bound = time / (minimum bytes of forward+backward / copy bandwidth at the "
           "activation's size); x DRAM: the same with the main-memory copy bandwidth.\n"
-          "Target for the fused softmax and layer_norm: x bound <= 2.")
+          "Target for the fused softmax and layer_norm: x bound <= 2.\n"
+          "fused: through the engine on a leaf input, which adds a copy of the input's "
+          "gradient into .grad; op alone: the fused Function's forward and backward only.")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads the fused ops share their blocks among, and the copy "
+                             "baseline uses (default: mt.backend.num_threads())")
     args = parser.parse_args()
+    if args.threads is not None:
+        mt.backend.set_num_threads(args.threads)
+    # as the train command: reuse freed memory instead of page-faulting fresh arrays each run
+    mt.backend.keep_freed_memory()
     device = str(mt.get_default_device())
     repeats = 5 if args.quick else 21
     blas_threads = (os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
                     or "default")
     print(f"minitransformer {mt.__version__} on {device}; NumPy {np.__version__}; "
           f"Python {sys.version.split()[0]}; {os.cpu_count()} CPUs; "
-          f"load average {os.getloadavg()[0]:.1f}; BLAS threads {blas_threads}")
+          f"load average {os.getloadavg()[0]:.1f}; BLAS threads {blas_threads}; "
+          f"op threads {mt.backend.num_threads()}; Numba kernels "
+          f"{'on' if F.numba_kernels_for(np.zeros(1, np.float32)) is not None else 'off'}")
     # many short chains: the minimum over them is what the code costs on a quiet core
     print_overhead(overhead_rows(device, n_ops=200, repeats=11 if args.quick else 101))
     rows, bandwidths, numpy_gflops, n_bytes = op_rows(device, repeats)

@@ -1,4 +1,5 @@
-"""``import minitransformer`` stays light: no plotting, scikit-learn, SciPy or CuPy until used.
+"""``import minitransformer`` stays light: no plotting, scikit-learn, SciPy, Numba or CuPy
+until used.
 
 Checked in a fresh interpreter, because this test session has long since imported them.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("matplotlib", "sklearn", "scipy", "cupy", "cupyx")
+HEAVY = ("matplotlib", "sklearn", "scipy", "cupy", "cupyx", "numba", "llvmlite")
 
 _PROBE = """
 import json, sys

@@ -25,6 +25,11 @@ default) inside the block; ``is_fused()`` reports the current setting::
     with F.use_fused(False):
         out, probs = F.scaled_dot_product_attention(q, k, v)   # the composed graph
 
+On the CPU, the fused softmax and layer norm (and the attention's softmax) run as loops
+compiled by Numba when it is installed (``pip install "minitransformer[fast]"``,
+``numba_kernels.py``); ``use_numba(False)`` switches to their NumPy calls, and
+``numba_kernels_for(array)`` says which one an array gets.
+
 Raw-array helpers used by the fused ops: ``sum_keepdims``, ``dot_keepdims``, ``sum_to_shape``.
 """
 
@@ -66,7 +71,7 @@ from .elementwise import (
     tanh,
     where,
 )
-from .fusion import is_fused, use_fused
+from .fusion import is_fused, numba_kernels_for, use_fused, use_numba
 from .linalg import linear, matmul
 from .losses import (
     cross_entropy,
@@ -104,14 +109,14 @@ from .shape import (
 )
 
 __all__ = [
-    "abs", "add", "astype", "bernoulli_keep_mask", "broadcast_to", "causal_mask", "clip",
-    "concat", "cross_entropy", "cross_entropy_composed", "div", "dot_keepdims", "dropout", "erf",
-    "exp", "expand", "flatten", "gelu", "gelu_composed", "getitem", "is_fused", "layer_norm",
+    "abs", "add", "astype", "bernoulli_keep_mask", "broadcast_to", "causal_mask", "clip", "concat",
+    "cross_entropy", "cross_entropy_composed", "div", "dot_keepdims", "dropout", "erf", "exp",
+    "expand", "flatten", "gelu", "gelu_composed", "getitem", "is_fused", "layer_norm",
     "layer_norm_composed", "linear", "log", "log_softmax", "log_softmax_composed", "logsumexp",
     "logsumexp_composed", "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "neg",
-    "normalize", "padding_mask", "pow", "quick_gelu", "relu", "reshape",
+    "normalize", "numba_kernels_for", "padding_mask", "pow", "quick_gelu", "relu", "reshape",
     "scaled_dot_product_attention", "scaled_dot_product_attention_composed", "sigmoid",
     "soft_cross_entropy", "soft_cross_entropy_composed", "softmax", "softmax_composed", "split",
-    "sqrt", "squeeze", "stack", "sub", "sum", "sum_keepdims", "sum_to", "sum_to_shape",
-    "swapaxes", "tanh", "to_device", "transpose", "unsqueeze", "use_fused", "var", "where",
+    "sqrt", "squeeze", "stack", "sub", "sum", "sum_keepdims", "sum_to", "sum_to_shape", "swapaxes",
+    "tanh", "to_device", "transpose", "unsqueeze", "use_fused", "use_numba", "var", "where"
 ]

@@ -20,8 +20,8 @@ from ..backend import get_array_module
 from . import elementwise as E
 from . import reduction as R
 from . import shape as S
-from .blocks import row_blocks, run_blocks
-from .fusion import is_fused
+from .blocks import row_blocks, run_blocks, thread_spans
+from .fusion import is_fused, numba_kernels_for
 from .reduction import dot_keepdims, sum_keepdims
 
 __all__ = [
@@ -120,7 +120,8 @@ def normal_cdf_and_gauss(x: Any) -> tuple[Any, Any]:
 
 
 class Gelu(Function):
-    """Fused GELU (erf or tanh form), evaluated block by block (``blocks.py``).
+    """Fused GELU (erf or tanh form), evaluated block by block (``blocks.py``), or as one
+    compiled pass where Numba is installed (``numba_kernels.py``).
 
     The forward already holds everything the derivative needs ($\\Phi$ and the Gaussian for
     the erf form, $\\tanh u$ for the tanh form), so it computes $y' = dy/dx$ there and saves
@@ -138,9 +139,17 @@ class Gelu(Function):
         x = x.reshape(-1)
         y = xp.empty_like(x)
         dydx = xp.empty_like(x) if self.recording else None
+        compiled = numba_kernels_for(x)
 
         def kernel(i: int, lo: int, hi: int) -> None:
             xb, yb = x[lo:hi], y[lo:hi]
+            if compiled is not None:  # the same equations, one compiled pass
+                db = dydx[lo:hi] if dydx is not None else None
+                if self.approximate == "none":
+                    compiled.gelu_erf_forward(xb, yb, db)
+                else:
+                    compiled.gelu_tanh_forward(xb, yb, db)
+                return
             if self.approximate == "none":
                 cdf, gauss = normal_cdf_and_gauss(xb)
                 xp.multiply(xb, cdf, out=yb)  # y = x Phi(x)
@@ -168,7 +177,9 @@ class Gelu(Function):
                     db *= xb
                     db += half
 
-        run_blocks(kernel, row_blocks(x.size, x.itemsize, xp), x.nbytes)
+        spans = (thread_spans(x.size, x.nbytes) if compiled is not None
+                 else row_blocks(x.size, x.itemsize, xp))
+        run_blocks(kernel, spans, x.nbytes)
         self.save_for_backward(dydx)
         return y.reshape(shape)
 
@@ -274,16 +285,22 @@ def softmax_rows(x: Any, out: Any) -> None:
     D = x.shape[-1]
     x2, y2 = x.reshape(-1, D), out.reshape(-1, D)  # (rows, D) views
     ones = xp.ones(D, dtype=x.dtype)  # row sums as one GEMV per block
+    compiled = numba_kernels_for(x)
 
     def kernel(i: int, lo: int, hi: int) -> None:
         xb, yb = x2[lo:hi], y2[lo:hi]
+        if compiled is not None:  # the same equation as one compiled pass per row
+            compiled.softmax_forward(xb, yb)
+            return
         m = xb.max(axis=1, keepdims=True)  # the shift: x - m <= 0, e^{x - m} <= 1
         xp.subtract(xb, m, out=yb)
         xp.exp(yb, out=yb)
         total = yb @ ones
         yb /= total[:, None]
 
-    run_blocks(kernel, row_blocks(x2.shape[0], D * x.itemsize, xp), x.nbytes)
+    spans = (thread_spans(x2.shape[0], x.nbytes) if compiled is not None
+             else row_blocks(x2.shape[0], D * x.itemsize, xp))
+    run_blocks(kernel, spans, x.nbytes)
 
 
 def softmax_rows_backward(gy: Any, y: Any, out: Any) -> None:
@@ -293,14 +310,20 @@ def softmax_rows_backward(gy: Any, y: Any, out: Any) -> None:
     D = y.shape[-1]
     g2, y2, o2 = gy.reshape(-1, D), y.reshape(-1, D), out.reshape(-1, D)  # (rows, D) views
     ones = xp.ones(D, dtype=y.dtype)
+    compiled = numba_kernels_for(y)
 
     def kernel(i: int, lo: int, hi: int) -> None:
         gb, yb, ob = g2[lo:hi], y2[lo:hi], o2[lo:hi]
+        if compiled is not None:
+            compiled.softmax_backward(gb, yb, ob)
+            return
         dot = (gb * yb) @ ones  # (n,) = sum_j gy_j y_j
         xp.subtract(gb, dot[:, None], out=ob)
         ob *= yb
 
-    run_blocks(kernel, row_blocks(y2.shape[0], D * y.itemsize, xp), y.nbytes)
+    spans = (thread_spans(y2.shape[0], y.nbytes) if compiled is not None
+             else row_blocks(y2.shape[0], D * y.itemsize, xp))
+    run_blocks(kernel, spans, y.nbytes)
 
 
 class Softmax(Function):

@@ -27,7 +27,8 @@ import numpy as np
 
 from .. import backend
 
-__all__ = ["BLOCK_BYTES", "PARALLEL_BYTES", "row_blocks", "run_blocks", "stacked_matmul"]
+__all__ = ["BLOCK_BYTES", "PARALLEL_BYTES", "row_blocks", "run_blocks", "stacked_matmul",
+           "thread_spans"]
 
 # Bytes of one array's block. A kernel touches 3-4 arrays of the block's size at once, so 256 KiB
 # keeps its working set in a 1 MiB L2 cache. Measured on the bench's shapes (1 thread): 256 KiB
@@ -49,6 +50,20 @@ def row_blocks(n_rows: int, row_bytes: int, xp: object = np) -> list[Span]:
     return [(lo, min(lo + rows, n_rows)) for lo in range(0, n_rows, rows)]
 
 
+def _threads_for(total_bytes: int, n_spans: int) -> int:
+    """How many threads ``total_bytes`` of work in ``n_spans`` pieces is worth."""
+    return min(backend.num_threads(), n_spans, max(1, total_bytes // PARALLEL_BYTES))
+
+
+def thread_spans(n_rows: int, total_bytes: int) -> list[Span]:
+    """Rows 0..n_rows cut into one contiguous span per thread that ``run_blocks`` will use for
+    ``total_bytes`` of work. For a compiled kernel that makes one pass over each row (Numba's,
+    ``numba_kernels.py``): it keeps a row in L1 by itself, so cache-sized blocks would only
+    add calls."""
+    threads = _threads_for(total_bytes, max(1, n_rows))
+    return [(n_rows * t // threads, n_rows * (t + 1) // threads) for t in range(threads)]
+
+
 def _run_span(kernel: Callable[[int, int, int], None], first: int, spans: Sequence[Span]
               ) -> None:
     for i, (lo, hi) in enumerate(spans, start=first):
@@ -64,7 +79,7 @@ def run_blocks(kernel: Callable[[int, int, int], None], spans: Sequence[Span],
     at least ``PARALLEL_BYTES`` per extra thread, contiguous runs of blocks go to
     ``backend.num_threads()`` threads, the calling thread taking the first run; an exception
     in any run is raised here, after every run has finished."""
-    threads = min(backend.num_threads(), len(spans), max(1, total_bytes // PARALLEL_BYTES))
+    threads = _threads_for(total_bytes, len(spans))
     if threads <= 1:
         _run_span(kernel, 0, spans)
         return

@@ -8,8 +8,8 @@ from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from . import elementwise as E
 from . import reduction as R
-from .blocks import row_blocks, run_blocks
-from .fusion import is_fused
+from .blocks import row_blocks, run_blocks, thread_spans
+from .fusion import is_fused, numba_kernels_for
 
 __all__ = ["layer_norm", "layer_norm_composed", "normalize"]
 
@@ -45,9 +45,10 @@ def layer_norm_composed(x: Any, weight: Any = None, bias: Any = None, eps: float
 
 
 class LayerNorm(Function):
-    """Fused layer norm, evaluated on cache-sized blocks of rows (``blocks.py``). Saves
-    $\\hat x = (x - \\mu)\\,r$ and $r = 1/\\sqrt{\\sigma^2 + \\epsilon}$ (one array the size of x,
-    one value per row), as torch's native layer norm does."""
+    """Fused layer norm, evaluated on cache-sized blocks of rows (``blocks.py``), as one
+    compiled pass per row where Numba is installed (``numba_kernels.py``). Saves what torch's
+    native layer norm saves: the input x, and $\\mu$ and $r = 1/\\sqrt{\\sigma^2 + \\epsilon}$ per
+    row; the backward recomputes $\\hat x = (x - \\mu)\\,r$ from them."""
 
     def __init__(self, eps: float, has_weight: bool, has_bias: bool):
         self.eps, self.has_weight, self.has_bias = eps, has_weight, has_bias
@@ -57,61 +58,82 @@ class LayerNorm(Function):
         bias = params[-1] if self.has_bias else None
         xp = get_array_module(x)
         D = x.shape[-1]
-        inv_d = 1.0 / D
-        x2 = x.reshape(-1, D)  # (N, D): the leading axes are rows
-        xhat = xp.empty_like(x2)  # (N, D)
-        rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # (N, 1)
-        y = xp.empty_like(x2)
+        x2 = xp.ascontiguousarray(x.reshape(-1, D))  # (N, D): the leading axes are rows
+        N = x2.shape[0]
+        mean = xp.empty(N, dtype=x.dtype)  # (N,)
+        rstd = xp.empty(N, dtype=x.dtype)  # (N,)
+        y = xp.empty_like(x2)  # (N, D)
+        compiled = numba_kernels_for(x2)
+        if compiled is not None:  # one compiled pass per row; no weight or bias = 1 and 0
+            w = weight if weight is not None else xp.ones(D, dtype=x.dtype)
+            b = bias if bias is not None else xp.zeros(D, dtype=x.dtype)
 
         ones = xp.ones(D, dtype=x.dtype)  # row sums as GEMVs: (n, D) @ (D,) -> (n,)
 
         def kernel(i: int, lo: int, hi: int) -> None:
-            xb, hb, yb, r = x2[lo:hi], xhat[lo:hi], y[lo:hi], rstd[lo:hi]
-            mu = xb @ ones
-            mu *= inv_d  # (n,)
-            xp.subtract(xb, mu[:, None], out=hb)  # x - mu, normalised below
-            xp.multiply(hb, hb, out=yb)  # yb as scratch
-            var = yb @ ones
-            var *= inv_d  # biased variance, two-pass (no E[x^2] - mu^2 cancellation)
-            var += self.eps
-            xp.sqrt(var, out=r[:, 0])
-            xp.reciprocal(r, out=r)  # 1 / sqrt(var + eps), (n, 1)
-            hb *= r
+            xb, yb, mu, r = x2[lo:hi], y[lo:hi], mean[lo:hi], rstd[lo:hi]
+            if compiled is not None:
+                compiled.layer_norm_forward(xb, w, b, self.eps, yb, mu, r)
+                return
+            xp.matmul(xb, ones, out=mu)
+            mu *= 1.0 / D  # (n,)
+            xc = xb - mu[:, None]  # (n, D) x - mu, this block's
+            xp.multiply(xc, xc, out=yb)  # yb as scratch
+            xp.matmul(yb, ones, out=r)
+            r *= 1.0 / D  # biased variance, two-pass (no E[x^2] - mu^2 cancellation)
+            r += self.eps
+            xp.sqrt(r, out=r)
+            xp.reciprocal(r, out=r)  # 1 / sqrt(var + eps), (n,)
+            xc *= r[:, None]  # xhat
             if weight is not None:
-                xp.multiply(hb, weight, out=yb)
+                xp.multiply(xc, weight, out=yb)
                 if bias is not None:
                     yb += bias
             elif bias is not None:
-                xp.add(hb, bias, out=yb)
+                xp.add(xc, bias, out=yb)
             else:
-                yb[...] = hb
+                yb[...] = xc
 
-        run_blocks(kernel, row_blocks(x2.shape[0], D * x.itemsize, xp), x2.nbytes)
-        self.save_for_backward(xhat, rstd, weight)
+        spans = (thread_spans(N, x2.nbytes) if compiled is not None
+                 else row_blocks(N, D * x.itemsize, xp))
+        run_blocks(kernel, spans, x2.nbytes)
+        self.save_for_backward(x2, mean, rstd, weight)
         return y.reshape(x.shape)
 
     def backward(self, gy: Any) -> Any:
-        # g = gy * weight;  gx = r (g - mean(g) - xhat mean(g xhat))
+        # xhat = (x - mu) r;  g = gy * weight;  gx = r (g - mean(g) - xhat mean(g xhat))
         # gweight = sum over rows of gy xhat;  gbias = sum over rows of gy
-        xhat, rstd, weight = self.saved
+        x2, mean, rstd, weight = self.saved
         xp = get_array_module(gy)
         need = self.needs_input_grad
-        N, D = xhat.shape
-        gy2 = gy.reshape(-1, D)  # (N, D)
-        spans = row_blocks(N, D * xhat.itemsize, xp)
+        N, D = x2.shape
+        gy2 = xp.ascontiguousarray(gy.reshape(-1, D))  # (N, D)
         want_gx = need[0]
         want_gw = self.has_weight and need[1]
         want_gb = self.has_bias and need[-1]
-        gx = xp.empty_like(xhat) if want_gx else None
+        compiled = numba_kernels_for(x2)
+        if compiled is not None:  # the kernel always makes all three; unwanted ones are dropped
+            want_gx = want_gw = want_gb = True
+            w = weight if weight is not None else xp.ones(D, dtype=x2.dtype)
+            spans = thread_spans(N, x2.nbytes)
+        else:
+            spans = row_blocks(N, D * x2.itemsize, xp)
+        gx = xp.empty_like(x2) if want_gx else None
         # per-block partial sums of the parameter gradients, (blocks, D), added up at the end
-        gw_parts = xp.empty((len(spans), D), dtype=xhat.dtype) if want_gw else None
-        gb_parts = xp.empty((len(spans), D), dtype=xhat.dtype) if want_gb else None
+        gw_parts = xp.zeros((len(spans), D), dtype=x2.dtype) if want_gw else None
+        gb_parts = xp.zeros((len(spans), D), dtype=x2.dtype) if want_gb else None
 
-        ones = xp.ones(max(D, spans[0][1] - spans[0][0]), dtype=xhat.dtype)  # for GEMV sums
+        ones = xp.ones(max(D, spans[0][1] - spans[0][0]), dtype=x2.dtype)  # for GEMV sums
 
         def kernel(i: int, lo: int, hi: int) -> None:
-            gyb, hb = gy2[lo:hi], xhat[lo:hi]
+            gyb, xb, mu, r = gy2[lo:hi], x2[lo:hi], mean[lo:hi, None], rstd[lo:hi, None]
+            if compiled is not None:
+                compiled.layer_norm_backward(gyb, xb, mean[lo:hi], rstd[lo:hi], w, gx[lo:hi],
+                                             gw_parts[i], gb_parts[i])
+                return
             ones_d, ones_n = ones[:D], ones[:hi - lo]  # (D,), (n,)
+            hb = xb - mu
+            hb *= r  # xhat (n, D), this block's
             gyxhat = gyb * hb  # gy xhat (n, D), ours
             if gw_parts is not None:
                 xp.matmul(ones_n, gyxhat, out=gw_parts[i])  # column sums of gy xhat
@@ -130,14 +152,14 @@ class LayerNorm(Function):
             xp.multiply(hb, mean_gxhat[:, None], out=gxb)
             gxb += mean_g[:, None]
             xp.subtract(g, gxb, out=gxb)  # g - mean(g) - xhat mean(g xhat)
-            gxb *= rstd[lo:hi]
+            gxb *= r
 
-        run_blocks(kernel, spans, xhat.nbytes)
-        grads: list[Any] = [gx.reshape(gy.shape) if gx is not None else None]
+        run_blocks(kernel, spans, x2.nbytes)
+        grads: list[Any] = [gx.reshape(gy.shape) if need[0] else None]
         if self.has_weight:
-            grads.append(gw_parts.sum(axis=0) if gw_parts is not None else None)
+            grads.append(gw_parts.sum(axis=0) if need[1] else None)
         if self.has_bias:
-            grads.append(gb_parts.sum(axis=0) if gb_parts is not None else None)
+            grads.append(gb_parts.sum(axis=0) if need[-1] else None)
         return tuple(grads)
 
 

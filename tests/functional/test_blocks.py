@@ -1,7 +1,8 @@
 """Row blocks (``functional/blocks.py``): the fused softmax, layer norm, GELU and attention
-run on cache-sized blocks of rows, shared among threads. The suite's other tests use arrays
-that fit in one block, so here blocks are made a few rows small and three threads share
-them: results must equal the composed ops and plain-NumPy float64 math."""
+run on cache-sized blocks of rows (or, with Numba's compiled kernels, one span of rows per
+thread), shared among threads. The suite's other tests use arrays that fit in one block, so
+here blocks are made a few rows small and three threads share them: results must equal the
+composed ops and plain-NumPy float64 math, with either CPU code (``cpu_kernels``)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,23 @@ def test_row_blocks_cover_every_row_once_in_order(n_rows, row_bytes):
     assert covered == list(range(n_rows))
     for lo, hi in spans:  # whole rows, within the budget unless one row alone exceeds it
         assert hi - lo == 1 or (hi - lo) * row_bytes <= blocks.BLOCK_BYTES
+
+
+@given(n_rows=st.integers(0, 200), total_bytes=st.integers(0, 10**7),
+       threads=st.integers(1, 5))
+def test_thread_spans_give_each_thread_one_contiguous_run(n_rows, total_bytes, threads):
+    before = backend.num_threads()
+    backend.set_num_threads(threads)
+    try:
+        spans = blocks.thread_spans(n_rows, total_bytes)
+    finally:
+        backend.set_num_threads(before)
+    covered = [r for lo, hi in spans for r in range(lo, hi)]
+    assert covered == list(range(n_rows))
+    # as many threads as run_blocks would use: one per PARALLEL_BYTES of work, at most one a row
+    assert len(spans) == min(threads, max(1, n_rows), max(1, total_bytes // blocks.PARALLEL_BYTES))
+    sizes = [hi - lo for lo, hi in spans]
+    assert max(sizes) - min(sizes) <= 1  # an even share each
 
 
 def test_run_blocks_calls_each_block_once_across_threads(tiny_blocks):
@@ -126,8 +144,8 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @given(rows=st.integers(1, 40), width=st.integers(1, 9), seed=st.integers(0, 2**16))
-def test_blocked_ops_match_numpy_and_the_composed_gradients(tiny_blocks, device, name, rows,
-                                                            width, seed):
+def test_blocked_ops_match_numpy_and_the_composed_gradients(tiny_blocks, cpu_kernels, device,
+                                                            name, rows, width, seed):
     """Forward against float64 NumPy; input and parameter gradients (random upstream
     gradient) against the composed op, whose gradient the engine derives."""
     fn, ref = CASES[name]
@@ -152,7 +170,7 @@ def test_blocked_ops_match_numpy_and_the_composed_gradients(tiny_blocks, device,
 
 
 @given(B=st.integers(1, 3), T=st.integers(1, 7), seed=st.integers(0, 2**16))
-def test_blocked_attention_matches_composed(tiny_blocks, device, B, T, seed):
+def test_blocked_attention_matches_composed(tiny_blocks, cpu_kernels, device, B, T, seed):
     rng = np.random.default_rng(seed)
     arrays = [rng.standard_normal((B, 2, T, 3)) for _ in range(3)]
     g_out = rng.standard_normal((B, 2, T, 3))
