@@ -1,7 +1,8 @@
 """Benchmarks of the autograd engine and the ops, with baselines measured in the same run.
 
-    python bench/ops.py            # about a minute on a laptop CPU
-    python bench/ops.py --quick    # fewer repeats, for a smoke run
+    python bench/ops.py               # about a minute on a laptop CPU
+    python bench/ops.py --threads 1   # the fused ops and the copy baseline on one thread
+    python bench/ops.py --quick       # fewer repeats, for a smoke run
     MINITRANSFORMER_DEVICE=cuda python bench/ops.py   # the same on a GPU
 
 Prints two tables and asserts nothing (benchmarks are not tests):
@@ -12,11 +13,17 @@ Prints two tables and asserts nothing (benchmarks are not tests):
    about 7.4 µs per elementary op forward+backward on this kind of machine.
 2. Forward+backward of matmul, softmax, layer_norm, gelu and cross_entropy at transformer
    sizes ((64, 65, 192) activations: a batch of 64 ViT-tiny-ish sequences of 65 tokens),
-   fused (on cache-sized blocks of rows, ``functional/blocks.py``), fused as one
-   whole-array block, and composed. Matmul is reported in GFLOP/s beside NumPy's own float32
-   matmul; the memory-bound ops in GB/s and as a ratio to the *memory-traffic bound*: the
-   minimum bytes a forward+backward must read and write, divided by the array-copy bandwidth
-   measured now at the same array size. A ratio of 1.0 would be as fast as copying that data.
+   several ways: ``fused`` (the public op through the engine: Numba's compiled kernels where
+   installed, else NumPy calls on cache-sized blocks of rows, ``functional/blocks.py``);
+   ``op alone`` (the fused Function's forward and backward on raw arrays, no engine);
+   ``NumPy`` (the fused NumPy calls, when Numba would otherwise run); ``one block`` (those
+   NumPy calls with every row in one block); and ``composed``. Matmul is reported in GFLOP/s
+   beside NumPy's own float32 matmul; the memory-bound ops in GB/s and as a ratio to the
+   *memory-traffic bound*: the minimum bytes a forward+backward must read and write, divided
+   by the array-copy bandwidth of main memory measured now (the faster of 1 thread and the
+   ops' threads). A ratio of 1.0 would be as fast as copying that data. Two more ratios
+   divide by the copy bandwidth of caches: four arrays of the activation's size (x, y, gy,
+   gx), and one.
 
 Every number is the median of repeats (min in brackets where noise matters). On a machine
 shared with other jobs, also try ``OPENBLAS_NUM_THREADS=1``: OpenBLAS threads spin-wait for
@@ -151,27 +158,33 @@ def print_overhead(rows: list[tuple]) -> None:
 # --------------------------------------------------------------------------------------------
 # 2. ops at transformer sizes
 # --------------------------------------------------------------------------------------------
-def copy_bandwidth(xp, n_bytes: int, repeats: int, threads: int = 1) -> float:
-    """Array-copy speed in bytes/s, counting the read and the write (2 n_bytes per copy). On
-    the CPU with ``threads`` > 1 the copy is cut in as many slices, copied at the same time on
-    the pool the fused ops use (NumPy releases the GIL while it copies)."""
-    src = xp.ones(n_bytes // 4, dtype=xp.float32)
-    dst = xp.empty_like(src)
+def copy_bandwidth(xp, n_bytes: int, repeats: int, threads: int = 1, pairs: int = 1) -> float:
+    """Array-copy speed in bytes/s, counting the read and the write (2 n_bytes per copy), for
+    ``pairs`` source/destination pairs of ``n_bytes`` each, every pair copied once per run:
+    2 pairs touch four arrays, as a forward+backward touches x, y, gy and gx. On the CPU with
+    ``threads`` > 1 each copy is cut in as many slices, copied at the same time on the pool
+    the fused ops use (NumPy releases the GIL while it copies)."""
+    arrays = [(xp.ones(n_bytes // 4, dtype=xp.float32), xp.empty(n_bytes // 4, xp.float32))
+              for _ in range(pairs)]
     if xp is not np or threads == 1:
-        t = median_time(lambda: xp.copyto(dst, src), repeats, xp)[0]
-        return 2 * n_bytes / t
-    cuts = [len(src) * i // threads for i in range(threads + 1)]
-    slices = [slice(cuts[i], cuts[i + 1]) for i in range(threads)]
-    pool = mt.backend.cpu_pool()
+        def copy_all():
+            for src, dst in arrays:
+                xp.copyto(dst, src)
+    else:
+        n = n_bytes // 4
+        cuts = [n * i // threads for i in range(threads + 1)]
+        slices = [slice(cuts[i], cuts[i + 1]) for i in range(threads)]
+        pool = mt.backend.cpu_pool()
 
-    def copy_on_all_threads():
-        futures = [pool.submit(np.copyto, dst[sl], src[sl]) for sl in slices[1:]]
-        np.copyto(dst[slices[0]], src[slices[0]])
-        for f in futures:
-            f.result()
+        def copy_all():
+            for src, dst in arrays:
+                futures = [pool.submit(np.copyto, dst[sl], src[sl]) for sl in slices[1:]]
+                np.copyto(dst[slices[0]], src[slices[0]])
+                for f in futures:
+                    f.result()
 
-    t = median_time(copy_on_all_threads, repeats)[0]
-    return 2 * n_bytes / t
+    t = median_time(copy_all, repeats, xp)[0]
+    return 2 * n_bytes * pairs / t
 
 
 def matmul_gflops(xp, m: int, k: int, n: int, repeats: int) -> float:
@@ -184,24 +197,25 @@ def matmul_gflops(xp, m: int, k: int, n: int, repeats: int) -> float:
 
 def _fused_and_composed(run: Callable[[], object], op_alone: Callable[[], object] | None,
                         numba: bool) -> dict[str, Callable[[], object]]:
-    """The same op several ways: public (fused, on blocks of rows; with Numba's compiled
-    kernels when installed); the fused Function alone, its forward and backward called on raw
-    arrays with no engine around it; the fused NumPy calls (``use_numba(False)``); fused on
-    the whole array as one block (what blocking buys); and composed, through F.use_fused, the
-    seam the functional package exposes for exactly this comparison."""
+    """The same op several ways: public (fused: Numba's compiled kernels where installed,
+    else NumPy calls on cache-sized blocks of rows); the fused Function alone, its forward and
+    backward called on raw arrays with no engine around it; the fused NumPy calls
+    (``use_numba(False)``), on blocks and with every row in one block (what blocking buys);
+    and composed, through F.use_fused, the seam the functional package exposes for exactly
+    this comparison."""
     from minitransformer.functional import blocks
+
+    def numpy_calls():
+        with F.use_numba(False):
+            return run()
 
     def one_block():
         saved = blocks.BLOCK_BYTES
         blocks.BLOCK_BYTES = 1 << 62  # every row in one block
         try:
-            return run()
+            return numpy_calls()
         finally:
             blocks.BLOCK_BYTES = saved
-
-    def numpy_calls():
-        with F.use_numba(False):
-            return run()
 
     def composed():
         with F.use_fused(False):
@@ -210,7 +224,7 @@ def _fused_and_composed(run: Callable[[], object], op_alone: Callable[[], object
     variants = {"fused": run}
     if op_alone is not None:
         variants["op alone"] = op_alone
-    if numba:
+    if numba:  # otherwise "fused" already is the NumPy calls
         variants["NumPy"] = numpy_calls
     variants.update({"one block": one_block, "composed": composed})
     return variants
@@ -228,7 +242,7 @@ def _op_alone(function: Callable[[], object], inputs: list, gy) -> Callable[[], 
 
 
 def op_rows(device: str, repeats: int) -> tuple[list[tuple], float, float, int]:
-    from minitransformer.functional.activation import Softmax
+    from minitransformer.functional.activation import Gelu, Softmax
     from minitransformer.functional.normalization import LayerNorm
 
     xp = mt.backend.as_device(device).xp
@@ -237,8 +251,16 @@ def op_rows(device: str, repeats: int) -> tuple[list[tuple], float, float, int]:
     n = B * T * D  # elements of one activation
     n_bytes = 4 * n  # float32
     threads = mt.backend.num_threads()  # the fused ops share their blocks among these
-    bandwidth = copy_bandwidth(xp, n_bytes, repeats, threads)  # the op's own array size
-    dram_bandwidth = copy_bandwidth(xp, 256 * 2**20, max(3, repeats // 4), threads)
+    # three baselines: one activation copied (src and dst, 6 MiB: in cache), the four arrays
+    # an op's forward+backward touches (x, y, gy, gx: 12 MiB), and beyond any cache (256 MiB);
+    # each the faster of one thread and the ops' threads (handing a copy to the pool can cost
+    # more than it saves), so no ratio flatters the ops
+    def best_copy(n: int, reps: int, pairs: int = 1) -> float:
+        return max(copy_bandwidth(xp, n, reps, t, pairs) for t in {1, threads})
+
+    cache_bandwidth = best_copy(n_bytes, repeats)
+    l3_bandwidth = best_copy(n_bytes, repeats, pairs=2)
+    dram_bandwidth = best_copy(256 * 2**20, max(3, repeats // 4))
     M, K, N = B * T, D, 4 * D  # the MLP's first projection: (B*T, D) @ (D, 4D)
     numpy_gflops = matmul_gflops(xp, M, K, N, repeats)
 
@@ -279,7 +301,8 @@ def op_rows(device: str, repeats: int) -> tuple[list[tuple], float, float, int]:
                                            softmax_alone),
         "layer_norm (64,65,192), D=192": (lambda: F.layer_norm(x, w_ln, b_ln, 1e-6), gy, 5 * n,
                                           layer_norm_alone),
-        "gelu (64,65,192), erf": (lambda: F.gelu(x), gy, 5 * n, None),
+        "gelu (64,65,192), erf": (lambda: F.gelu(x), gy, 5 * n,
+                                  _op_alone(lambda: Gelu("none"), [x.data], gy)),
         "cross_entropy (4160,192) logits": (lambda: F.cross_entropy(logits, target), None, 3 * n,
                                             None),
     }
@@ -288,7 +311,7 @@ def op_rows(device: str, repeats: int) -> tuple[list[tuple], float, float, int]:
         for variant, run in _fused_and_composed(fwd_bwd(make, g), alone, numba).items():
             t = median_time(run, repeats, xp)
             rows.append((name, variant, t, None, 4 * elements))
-    return rows, (bandwidth, dram_bandwidth), numpy_gflops, n_bytes
+    return rows, (cache_bandwidth, l3_bandwidth, dram_bandwidth), numpy_gflops, n_bytes
 
 
 def numpy_by_hand_rows(repeats: int) -> list[tuple]:
@@ -320,33 +343,36 @@ def numpy_by_hand_rows(repeats: int) -> list[tuple]:
 
 
 def print_ops(rows, bandwidths, numpy_gflops, n_bytes, by_hand) -> None:
-    bandwidth, dram_bandwidth = bandwidths
+    cache_bandwidth, l3_bandwidth, dram_bandwidth = bandwidths
     print(f"\n2. Forward+backward at transformer sizes (float32; wall time, median [min] of "
-          f"repeats)\n"
+          f"repeats; op threads {mt.backend.num_threads()})\n"
           f"   NumPy float32 matmul (4160,192)@(192,768): {numpy_gflops:7.1f} GFLOP/s\n"
-          f"   NumPy array copy, read + write, on {mt.backend.num_threads()} thread(s): "
-          f"{bandwidth / 1e9:6.1f} GB/s at "
-          f"{n_bytes / 2**20:.1f} MiB (one activation), {dram_bandwidth / 1e9:6.1f} GB/s at "
-          f"256 MiB (main memory)")
+          f"   NumPy array copy, read + write: {dram_bandwidth / 1e9:5.1f} GB/s at 256 MiB "
+          f"(main memory), {l3_bandwidth / 1e9:5.1f} GB/s for two {n_bytes / 2**20:.1f} MiB "
+          f"activations at once (four arrays), {cache_bandwidth / 1e9:5.1f} GB/s for one")
     header = (f"{'op':34s} {'version':10s} {'ms':>16s} {'GFLOP/s':>8s} {'GB/s':>7s} "
-              f"{'x bound':>8s} {'x DRAM':>7s}")
+              f"{'x DRAM':>7s} {'x 4 arrays':>11s} {'x 1 copy':>9s}")
     print(header)
     print("-" * len(header))
     for name, variant, (t, t_min), flops, traffic in rows:
         gflops = f"{flops / t / 1e9:8.1f}" if flops else f"{'':8s}"
         if traffic:
             gbs = f"{traffic / t / 1e9:7.1f}"
-            ratio = f"{t / (traffic / bandwidth):8.1f}"
-            dram = f"{t / (traffic / dram_bandwidth):7.1f}"
+            ratios = " ".join(f"{t / (traffic / bw):{w}.1f}" for bw, w in
+                              ((dram_bandwidth, 7), (l3_bandwidth, 11), (cache_bandwidth, 9)))
         else:
-            gbs, ratio, dram = f"{'':7s}", f"{'':8s}", ""
+            gbs, ratios = f"{'':7s}", ""
         print(f"{name:34s} {variant:10s} {t * 1e3:7.2f} [{t_min * 1e3:6.2f}] {gflops} {gbs} "
-              f"{ratio} {dram}")
+              f"{ratios}")
     for name, (t, t_min) in by_hand:
         print(f"{name:34s} {'numpy':9s} {t * 1e3:7.2f} [{t_min * 1e3:6.2f}]")
-    print("x bound = time / (minimum bytes of forward+backward / copy bandwidth at the "
-          "activation's size); x DRAM: the same with the main-memory copy bandwidth.\n"
-          "Target for the fused softmax and layer_norm: x bound <= 2.\n"
+    print("x DRAM = time / (minimum bytes of forward+backward / main-memory copy bandwidth);\n"
+          "x 4 arrays: the same with the copy bandwidth of the four arrays a forward+backward "
+          "touches (x, y, gy, gx), partly in the L3 cache; x 1 copy: with one activation's "
+          "copy, in cache.\n"
+          "Target for the fused softmax and layer_norm: x DRAM <= 2. In a training step the "
+          "backward reads activations written long before, from main memory; here the same "
+          "arrays are reused, so the cache ratios show how far each op is from a copy.\n"
           "fused: through the engine on a leaf input, which adds a copy of the input's "
           "gradient into .grad; op alone: the fused Function's forward and backward only.")
 

@@ -279,7 +279,8 @@ def softmax_composed(x: Any, axis: int = -1) -> Tensor:
 
 def softmax_rows(x: Any, out: Any) -> None:
     """``out = softmax(x)`` along the last axis of a C-contiguous raw array, block by block
-    (``blocks.py``); ``out`` may be ``x``. Rows: $y = e^{x - m} / \\sum e^{x - m}$,
+    (``blocks.py``), or one compiled pass per row where Numba is installed
+    (``numba_kernels.py``); ``out`` may be ``x``. Rows: $y = e^{x - m} / \\sum e^{x - m}$,
     $m = \\max x$."""
     xp = get_array_module(x)
     D = x.shape[-1]
@@ -305,7 +306,8 @@ def softmax_rows(x: Any, out: Any) -> None:
 
 def softmax_rows_backward(gy: Any, y: Any, out: Any) -> None:
     """``out = y * (gy - rowsum(gy * y))`` along the last axis (the softmax's backward) for
-    C-contiguous raw arrays, block by block; ``out`` may be ``gy``."""
+    C-contiguous raw arrays, block by block or compiled (as ``softmax_rows``); ``out`` may be
+    ``gy``."""
     xp = get_array_module(y)
     D = y.shape[-1]
     g2, y2, o2 = gy.reshape(-1, D), y.reshape(-1, D), out.reshape(-1, D)  # (rows, D) views
@@ -328,7 +330,8 @@ def softmax_rows_backward(gy: Any, y: Any, out: Any) -> None:
 
 class Softmax(Function):
     """Fused softmax. Saves its output y, since $g_x = y \\odot (g_y - \\langle g_y, y\\rangle)$.
-    Along the last axis of a contiguous array (attention's case) it runs block by block."""
+    Along the last axis of a contiguous array (attention's case) it runs block by block, or
+    compiled where Numba is installed (``softmax_rows``)."""
 
     def __init__(self, axis: int):
         self.axis = axis
