@@ -291,7 +291,7 @@ def softmax_rows(x: Any, out: Any) -> None:
     def kernel(i: int, lo: int, hi: int) -> None:
         xb, yb = x2[lo:hi], y2[lo:hi]
         if compiled is not None:  # the same equation as one compiled pass per row
-            compiled.softmax_forward(xb, yb)
+            compiled.softmax_forward(xb, yb, None)
             return
         m = xb.max(axis=1, keepdims=True)  # the shift: x - m <= 0, e^{x - m} <= 1
         xp.subtract(xb, m, out=yb)

@@ -13,7 +13,8 @@ from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from . import reduction as R
 from .activation import log_softmax_composed
-from .fusion import is_fused
+from .blocks import run_blocks, thread_spans
+from .fusion import is_fused, numba_kernels_for
 from .reduction import dot_keepdims, sum_keepdims
 from .shape import getitem
 
@@ -25,8 +26,20 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 def _softmax_lse(z: Any, axis: int) -> tuple[Any, Any]:
     """Raw ``(softmax(z), logsumexp(z))`` along ``axis`` (keepdims), from one exponential pass
-    with the max shifted out."""
+    with the max shifted out; along the last axis of a contiguous array, one compiled pass per
+    row where Numba is installed (``numba_kernels.softmax_forward``)."""
     xp = get_array_module(z)
+    compiled = numba_kernels_for(z)
+    if compiled is not None and z.ndim >= 1 and axis in (-1, z.ndim - 1):
+        D = z.shape[-1]
+        z2 = xp.ascontiguousarray(z).reshape(-1, D)  # (N, D) rows
+        p, lse = xp.empty_like(z2), xp.empty(z2.shape[0], dtype=z.dtype)  # (N, D), (N,)
+
+        def kernel(i: int, lo: int, hi: int) -> None:
+            compiled.softmax_forward(z2[lo:hi], p[lo:hi], lse[lo:hi])
+
+        run_blocks(kernel, thread_spans(z2.shape[0], z2.nbytes), z2.nbytes)
+        return p.reshape(z.shape), lse.reshape(z.shape[:-1] + (1,))
     m = z.max(axis=axis, keepdims=True)
     p = z - m
     xp.exp(p, out=p)

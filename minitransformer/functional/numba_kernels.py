@@ -1,4 +1,5 @@
-"""Single-pass CPU kernels for the fused softmax, layer norm and GELU, compiled by Numba.
+"""Single-pass CPU kernels for the fused softmax (with the attention's and the cross-entropies'),
+layer norm and GELU, compiled by Numba.
 
 Optional: ``pip install "minitransformer[fast]"`` installs Numba, and the fused ops then call
 these kernels on float32/float64 NumPy arrays (``fusion.numba_kernels_for`` decides;
@@ -156,16 +157,21 @@ def exp_and_sum(x, m, y, i):
 
 # ---------------------------------------------------------------------------------- softmax
 @numba.njit(**_JIT)
-def softmax_forward(x, y):
-    """y = softmax(x) row by row: $y = e^{x - m} / \\sum_j e^{x_j - m}$, $m = \\max_j x_j$.
-    Shapes: x, y (N, D), C-contiguous, same dtype; y may be x."""
+def softmax_forward(x, y, lse):
+    """y = softmax(x) row by row: $y = e^{x - m} / \\sum_j e^{x_j - m}$, $m = \\max_j x_j$,
+    and, unless ``lse`` is None, the row's logsumexp $m + \\log \\sum_j e^{x_j - m}$ (what
+    the cross-entropies need besides y). Shapes: x, y (N, D), C-contiguous, same dtype, y may
+    be x; lse (N,)."""
     n, d = x.shape
     x_bits = int_view(x)  # the same memory read as integers, for row_max
     for i in range(n):
         m = row_max(x_bits, i)
-        inv = y.dtype.type(1) / exp_and_sum(x, m, y, i)  # y = e^{x - m} <= 1
+        total = exp_and_sum(x, m, y, i)  # y = e^{x - m} <= 1
+        inv = y.dtype.type(1) / total
         for j in range(d):
             y[i, j] *= inv
+        if lse is not None:
+            lse[i] = m + math.log(total)
 
 
 @numba.njit(**_JIT)

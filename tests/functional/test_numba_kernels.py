@@ -129,11 +129,16 @@ def test_softmax_kernels_match_float64_numpy(dtype, rtol, data):
     x = data.draw(_rows(dtype, st.floats(-50, 50, width=32)))
     gy = data.draw(hnp.arrays(dtype, x.shape, elements=st.floats(-3, 3, width=32)))
     y, gx = np.empty_like(x), np.empty_like(x)
-    K.softmax_forward(x, y)
+    lse = np.empty(x.shape[0], dtype)
+    K.softmax_forward(x, y, lse)
     K.softmax_backward(gy, y, gx)
     p = _softmax64(x)
     g = p * (gy - (gy * p).sum(axis=1, keepdims=True))
     np.testing.assert_allclose(y, p, rtol=rtol, atol=rtol * 1e-3)
+    x64 = x.astype(np.float64)
+    m = x64.max(axis=1)
+    lse64 = m + np.log(np.exp(x64 - m[:, None]).sum(axis=1))
+    np.testing.assert_allclose(lse, lse64, rtol=rtol, atol=rtol)
     # gx sums D products of gy: its error scales with |gy| (plus the smallest normal float,
     # for a subnormal gy whose exact gradient float32 cannot hold)
     tiny = float(np.finfo(dtype).tiny)
@@ -146,7 +151,7 @@ def test_softmax_kernel_on_rows_numpy_finds_hard(dtype):
     x = np.array([[-1000.0, 1.0, -np.inf], [big, -big, 0.0], [-np.inf, -np.inf, -np.inf],
                   [np.nan, 0.0, 1.0], [np.inf, 0.0, 1.0]], dtype)
     y = np.empty_like(x)
-    K.softmax_forward(x, y)
+    K.softmax_forward(x, y, None)
     np.testing.assert_array_equal(y[0], [0.0, 1.0, 0.0])  # exact: e^-1001 and e^-inf are 0
     np.testing.assert_array_equal(y[1], [1.0, 0.0, 0.0])  # no overflow at the largest float
     with np.errstate(invalid="ignore"):
@@ -157,7 +162,7 @@ def test_softmax_kernel_on_rows_numpy_finds_hard(dtype):
 def test_softmax_kernel_works_in_place():
     x = np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32)
     expected = _softmax64(x)
-    K.softmax_forward(x, x)
+    K.softmax_forward(x, x, None)
     np.testing.assert_allclose(x, expected, rtol=2e-6)
 
 
@@ -250,6 +255,7 @@ def test_gelu_kernels_at_the_extremes(approximate):
 # ------------------------------------------------------------------ the switch around them
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_fused_ops_give_the_same_results_with_and_without_numba(dtype):
+    # softmax, layer norm, both GELUs, and the cross-entropies (their softmax and logsumexp)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((3, 11, 16)).astype(dtype)
     w, b, gy = rng.standard_normal(16), rng.standard_normal(16), rng.standard_normal(x.shape)
@@ -260,10 +266,14 @@ def test_the_fused_ops_give_the_same_results_with_and_without_numba(dtype):
             s = F.softmax(xs[0], axis=-1)
             ln = F.layer_norm(xs[0], xs[1], xs[2])
             g1, g2 = F.gelu(xs[0]), F.gelu(xs[0], approximate="tanh")
-            outs = [s, ln, g1, g2]
+            target = np.arange(33).reshape(3, 11) % 16
+            ce = F.cross_entropy(xs[0], target, reduction="none")
+            soft = F.soft_cross_entropy(xs[0], F.softmax(leaf(gy.astype(dtype), "cpu", False)))
+            outs = [s, ln, g1, g2, ce, soft]
             total = None
-            for k, o in enumerate(outs):
-                term = (o * leaf((gy * (k + 1)).astype(dtype), "cpu", False)).sum()
+            for k, o in enumerate(outs):  # a different random upstream gradient for each
+                g = gy[..., 0] if o.ndim == 2 else gy  # the losses' (3, 11) outputs
+                term = (o * leaf((g * (k + 1)).astype(dtype), "cpu", False)).sum()
                 total = term if total is None else total + term
             total.backward()
             results[numba_on] = [o.numpy() for o in outs] + [t.grad for t in xs]
