@@ -85,9 +85,9 @@ def use_numba(enabled: bool = True) -> Iterator[None]:
 def numba_kernels_for(x: object) -> ModuleType | None:
     """The compiled kernels (``numba_kernels.py``) for the raw array ``x``: the module when
     ``x`` is a float32 or float64 NumPy array, Numba is installed and ``use_numba`` is on;
-    otherwise None, and the fused op runs its NumPy/CuPy calls. The first call imports Numba
-    (about half a second); a kernel compiles on its first use for a dtype (1-3 s) and is
-    cached on disk after that."""
+    otherwise None, and the fused op runs its NumPy/CuPy calls. The first call imports Numba;
+    a kernel compiles on its first use for a dtype and is cached on disk after that (a small
+    ViT's first float32 step: 5.3 s with an empty cache, 1.1 s with the kernels cached)."""
     if not _Fusion.numba or type(x) is not np.ndarray or x.dtype not in _NUMBA_DTYPES:
         return None
     return _import_kernels(required=False)
