@@ -45,8 +45,8 @@ def layer_norm_composed(x: Any, weight: Any = None, bias: Any = None, eps: float
 
 
 class LayerNorm(Function):
-    """Fused layer norm, evaluated on cache-sized blocks of rows (``blocks.py``), as one
-    compiled pass per row where Numba is installed (``numba_kernels.py``). Saves what torch's
+    """Fused layer norm, evaluated on cache-sized blocks of rows (``blocks.py``) or, where
+    Numba is installed, as one compiled pass per row (``numba_kernels.py``). Saves what torch's
     native layer norm saves: the input x, and $\\mu$ and $r = 1/\\sqrt{\\sigma^2 + \\epsilon}$ per
     row; the backward recomputes $\\hat x = (x - \\mu)\\,r$ from them."""
 
