@@ -47,6 +47,10 @@ __all__ = [
 
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}  # not nnan / ninf: NaN and inf propagate
 _JIT = {"fastmath": _FASTMATH, "nogil": True, "error_model": "numpy", "cache": True}
+# Element-wise kernels need no reassociation to vectorise, and without it (or contraction)
+# their output has the same bits whether or not they also compute the slope: LLVM fuses a
+# multiply-add only where the product has no other use, and the slope adds uses.
+_JIT_ELEMENTWISE = {**_JIT, "fastmath": False}
 
 # Cephes expf: e^t = 2^k e^r with k = round(t / ln 2), r = t - k ln 2 in [-ln2/2, ln2/2], and
 # e^r = 1 + r + r^2 P(r); ln 2 is split in two (hi has few bits, so k * hi is exact).
@@ -263,7 +267,7 @@ def _normal_cdf(x, gauss):
     return impl
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_JIT_ELEMENTWISE)
 def gelu_erf_forward(x, y, dydx):
     """$y = x\\,\\Phi(x)$ and, unless ``dydx`` is None (no graph is recorded), the slope
     $y' = \\Phi(x) + x\\,\\varphi(x)$, element by element; one $e^{-x^2/2}$ serves both.
@@ -277,7 +281,7 @@ def gelu_erf_forward(x, y, dydx):
             dydx[j] = cdf + xj * gauss * x.dtype.type(_INV_SQRT_2PI)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_JIT_ELEMENTWISE)
 def gelu_tanh_forward(x, y, dydx):
     """$y = \\tfrac x2 (1 + \\tanh u)$, $u = \\sqrt{2/\\pi}(x + 0.044715 x^3)$, and unless
     ``dydx`` is None the slope $\\tfrac12(1 + \\tanh u) + \\tfrac x2 (1 - \\tanh^2 u)\\,u'$.
@@ -290,7 +294,8 @@ def gelu_tanh_forward(x, y, dydx):
         u = c * (xj + a * xj * xj * xj)
         e = exp_nonpositive(x.dtype.type(-2) * abs(u))
         t = math.copysign((one - e) / (one + e), u)  # tanh u
-        y[j] = half * xj * (one + t)
+        h = half * (one + t)  # (1 + tanh u) / 2
+        y[j] = xj * h
         if dydx is not None:
             du = c * (one + x.dtype.type(3) * a * xj * xj)  # du/dx
-            dydx[j] = half * (one + t) + half * xj * (one - t * t) * du
+            dydx[j] = h + half * xj * (one - t * t) * du
