@@ -20,7 +20,7 @@ from ..backend import get_array_module
 from . import elementwise as E
 from . import reduction as R
 from . import shape as S
-from .blocks import row_blocks, run_blocks, thread_spans
+from .blocks import row_spans, run_blocks
 from .fusion import is_fused, numba_kernels_for
 from .reduction import dot_keepdims, sum_keepdims
 
@@ -177,9 +177,7 @@ class Gelu(Function):
                     db *= xb
                     db += half
 
-        spans = (thread_spans(x.size, x.nbytes) if compiled is not None
-                 else row_blocks(x.size, x.itemsize, xp))
-        run_blocks(kernel, spans, x.nbytes)
+        run_blocks(kernel, row_spans(x.size, x.itemsize, xp, compiled is not None), x.nbytes)
         self.save_for_backward(dydx)
         return y.reshape(shape)
 
@@ -299,9 +297,8 @@ def softmax_rows(x: Any, out: Any) -> None:
         total = yb @ ones
         yb /= total[:, None]
 
-    spans = (thread_spans(x2.shape[0], x.nbytes) if compiled is not None
-             else row_blocks(x2.shape[0], D * x.itemsize, xp))
-    run_blocks(kernel, spans, x.nbytes)
+    run_blocks(kernel, row_spans(x2.shape[0], D * x.itemsize, xp, compiled is not None),
+               x.nbytes)
 
 
 def softmax_rows_backward(gy: Any, y: Any, out: Any) -> None:
@@ -323,9 +320,8 @@ def softmax_rows_backward(gy: Any, y: Any, out: Any) -> None:
         xp.subtract(gb, dot[:, None], out=ob)
         ob *= yb
 
-    spans = (thread_spans(y2.shape[0], y.nbytes) if compiled is not None
-             else row_blocks(y2.shape[0], D * y.itemsize, xp))
-    run_blocks(kernel, spans, y.nbytes)
+    run_blocks(kernel, row_spans(y2.shape[0], D * y.itemsize, xp, compiled is not None),
+               y.nbytes)
 
 
 class Softmax(Function):

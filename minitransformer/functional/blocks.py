@@ -27,8 +27,8 @@ import numpy as np
 
 from .. import backend
 
-__all__ = ["BLOCK_BYTES", "PARALLEL_BYTES", "row_blocks", "run_blocks", "stacked_matmul",
-           "thread_spans"]
+__all__ = ["BLOCK_BYTES", "PARALLEL_BYTES", "row_blocks", "row_spans", "run_blocks",
+           "stacked_matmul", "thread_spans"]
 
 # Bytes of one array's block. A kernel touches 3-4 arrays of the block's size at once, so 256 KiB
 # keeps its working set in a 1 MiB L2 cache. Measured on the bench's shapes (1 thread): 256 KiB
@@ -62,6 +62,15 @@ def thread_spans(n_rows: int, total_bytes: int) -> list[Span]:
     add calls."""
     threads = _threads_for(total_bytes, max(1, n_rows))
     return [(n_rows * t // threads, n_rows * (t + 1) // threads) for t in range(threads)]
+
+
+def row_spans(n_rows: int, row_bytes: int, xp: object = np, one_pass: bool = False
+              ) -> list[Span]:
+    """The spans a fused op hands ``run_blocks``: ``thread_spans`` for a kernel that makes one
+    pass over each row (``one_pass``: a compiled kernel), else ``row_blocks``."""
+    if one_pass:
+        return thread_spans(n_rows, n_rows * row_bytes)
+    return row_blocks(n_rows, row_bytes, xp)
 
 
 def _run_span(kernel: Callable[[int, int, int], None], first: int, spans: Sequence[Span]

@@ -13,7 +13,7 @@ from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from . import reduction as R
 from .activation import log_softmax_composed
-from .blocks import run_blocks, thread_spans
+from .blocks import row_spans, run_blocks
 from .fusion import is_fused, numba_kernels_for
 from .reduction import dot_keepdims, sum_keepdims
 from .shape import getitem
@@ -38,7 +38,7 @@ def _softmax_lse(z: Any, axis: int) -> tuple[Any, Any]:
         def kernel(i: int, lo: int, hi: int) -> None:
             compiled.softmax_forward(z2[lo:hi], p[lo:hi], lse[lo:hi])
 
-        run_blocks(kernel, thread_spans(z2.shape[0], z2.nbytes), z2.nbytes)
+        run_blocks(kernel, row_spans(z2.shape[0], D * z2.itemsize, xp, one_pass=True), z2.nbytes)
         return p.reshape(z.shape), lse.reshape(z.shape[:-1] + (1,))
     m = z.max(axis=axis, keepdims=True)
     p = z - m

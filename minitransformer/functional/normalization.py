@@ -8,7 +8,7 @@ from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from . import elementwise as E
 from . import reduction as R
-from .blocks import row_blocks, run_blocks, thread_spans
+from .blocks import row_spans, run_blocks
 from .fusion import is_fused, numba_kernels_for
 
 __all__ = ["layer_norm", "layer_norm_composed", "normalize"]
@@ -94,9 +94,7 @@ class LayerNorm(Function):
             else:
                 yb[...] = xc
 
-        spans = (thread_spans(N, x2.nbytes) if compiled is not None
-                 else row_blocks(N, D * x.itemsize, xp))
-        run_blocks(kernel, spans, x2.nbytes)
+        run_blocks(kernel, row_spans(N, D * x.itemsize, xp, compiled is not None), x2.nbytes)
         self.save_for_backward(x2, mean, rstd, weight)
         return y.reshape(x.shape)
 
@@ -115,9 +113,7 @@ class LayerNorm(Function):
         if compiled is not None:  # the kernel always makes all three; unwanted ones are dropped
             want_gx = want_gw = want_gb = True
             w = weight if weight is not None else xp.ones(D, dtype=x2.dtype)
-            spans = thread_spans(N, x2.nbytes)
-        else:
-            spans = row_blocks(N, D * x2.itemsize, xp)
+        spans = row_spans(N, D * x2.itemsize, xp, compiled is not None)
         gx = xp.empty_like(x2) if want_gx else None
         # per-block partial sums of the parameter gradients, (blocks, D), added up at the end
         gw_parts = xp.zeros((len(spans), D), dtype=x2.dtype) if want_gw else None
