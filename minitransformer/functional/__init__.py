@@ -25,10 +25,10 @@ default) inside the block; ``is_fused()`` reports the current setting::
     with F.use_fused(False):
         out, probs = F.scaled_dot_product_attention(q, k, v)   # the composed graph
 
-On the CPU, the fused softmax and layer norm (and the attention's softmax) run as loops
-compiled by Numba when it is installed (``pip install "minitransformer[fast]"``,
-``numba_kernels.py``); ``use_numba(False)`` switches to their NumPy calls, and
-``numba_kernels_for(array)`` says which one an array gets.
+On the CPU, the fused softmax (also the attention's and the cross-entropies'), layer norm and
+GELU run as loops compiled by Numba when it is installed (``pip install
+"minitransformer[fast]"``, ``numba_kernels.py``); ``use_numba(False)`` switches to their NumPy
+calls, and ``numba_kernels_for(array)`` says which one an array gets.
 
 Raw-array helpers used by the fused ops: ``sum_keepdims``, ``dot_keepdims``, ``sum_to_shape``.
 """

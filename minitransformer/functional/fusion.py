@@ -13,10 +13,11 @@ switched off::
 This is how a learner can step through the composed graph, and how the tests prove that the
 two versions agree.
 
-On the CPU, the fused softmax and layer norm have a third form: single-pass loops compiled by
-Numba (``numba_kernels.py``), used when Numba is installed (``pip install
-"minitransformer[fast]"``). ``use_numba(False)``, or ``MINITRANSFORMER_NUMBA=0`` in the
-environment, makes them run as NumPy calls instead; the GPU always runs CuPy calls.
+On the CPU, the fused softmax (with the attention's and the cross-entropies'), layer norm and
+GELU have a third form: single-pass loops compiled by Numba (``numba_kernels.py``), used when
+Numba is installed (``pip install "minitransformer[fast]"``). ``use_numba(False)``, or
+``MINITRANSFORMER_NUMBA=0`` in the environment, makes them run as NumPy calls instead; the GPU
+always runs CuPy calls.
 """
 
 from __future__ import annotations
