@@ -39,10 +39,6 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-# the GELU's constants, shared with its NumPy calls: sqrt(1/2), 1/sqrt(2 pi), the tanh form's
-# sqrt(2/pi) and 0.044715, and Abramowitz & Stegun 7.1.26's p and a1..a5
-from .activation import _AS_A, _AS_P, _INV_SQRT_2PI, _SQRT_HALF, _TANH_A, _TANH_C
-
 __all__ = [
     "exp_and_sum", "exp_nonpositive", "float_from_bits", "gelu_erf_forward", "gelu_tanh_forward",
     "int_view", "layer_norm_backward", "layer_norm_forward", "row_max", "softmax_backward",
@@ -65,6 +61,15 @@ _P0, _P1, _P2 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
 _P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
 _EXP_MIN = _F(-88.0)  # k = -127 from here down: 2^k and e^t are 0 (e^-88 = 6e-39 is subnormal)
 
+# GELU constants (functional/activation.py has the same ones for the NumPy calls)
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_TANH_C = math.sqrt(2.0 / math.pi)
+_TANH_A = 0.044715
+# Abramowitz & Stegun 7.1.26: erfc(z) = t (a1 + t (a2 + ... + t a5)) e^{-z^2}, t = 1/(1 + p z)
+_AS_P = 0.3275911
+_AS_A1, _AS_A2, _AS_A3 = 0.254829592, -0.284496736, 1.421413741
+_AS_A4, _AS_A5 = -1.453152027, 1.061405429
 
 
 # ------------------------------------------------------------------- scalar building blocks
@@ -252,7 +257,7 @@ def _normal_cdf(x, gauss):
         return lambda x, gauss: 0.5 * (1.0 + math.erf(x * _SQRT_HALF))
 
     p, half = _F(_AS_P * _SQRT_HALF), _F(0.5)
-    a1, a2, a3, a4, a5 = (_F(a) for a in _AS_A)
+    a1, a2, a3, a4, a5 = (_F(a) for a in (_AS_A1, _AS_A2, _AS_A3, _AS_A4, _AS_A5))
 
     def impl(x, gauss):
         t = _F(1.0) / (_F(1.0) + p * abs(x))  # 1 / (1 + p |x| / sqrt 2)
