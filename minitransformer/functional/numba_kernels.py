@@ -61,7 +61,9 @@ _P0, _P1, _P2 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
 _P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
 _EXP_MIN = _F(-88.0)  # k = -127 from here down: 2^k and e^t are 0 (e^-88 = 6e-39 is subnormal)
 
-# GELU constants (functional/activation.py has the same ones for the NumPy calls)
+# GELU constants, the same as functional/activation.py's for the NumPy calls (a test checks).
+# They are not imported from there: Numba's on-disk cache is keyed on this file alone, so a
+# constant changed elsewhere would leave stale compiled kernels.
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _TANH_C = math.sqrt(2.0 / math.pi)

@@ -242,6 +242,14 @@ def test_gelu_kernels_match_float64_numpy(approximate, dtype, tol, x):
     np.testing.assert_array_equal(y_alone, y)
 
 
+def test_gelu_constants_are_the_numpy_paths():
+    from minitransformer.functional import activation as A
+
+    assert (K._SQRT_HALF, K._INV_SQRT_2PI, K._TANH_C, K._TANH_A, K._AS_P) == (
+        A._SQRT_HALF, A._INV_SQRT_2PI, A._TANH_C, A._TANH_A, A._AS_P)
+    assert (K._AS_A1, K._AS_A2, K._AS_A3, K._AS_A4, K._AS_A5) == A._AS_A
+
+
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_kernels_at_the_extremes(approximate):
     x = np.array([0.0, -0.0, 40.0, -40.0, np.inf, np.nan, 1e-30, -1e-30], np.float32)
