@@ -275,27 +275,33 @@ def softmax_composed(x: Any, axis: int = -1) -> Tensor:
     return z / R.sum(z, axis=axis, keepdims=True)
 
 
-def softmax_rows(x: Any, out: Any) -> None:
+def softmax_rows(x: Any, out: Any, lse: Any = None) -> None:
     """``out = softmax(x)`` along the last axis of a C-contiguous raw array, block by block
     (``blocks.py``), or one compiled pass per row where Numba is installed
     (``numba_kernels.py``); ``out`` may be ``x``. Rows: $y = e^{x - m} / \\sum e^{x - m}$,
-    $m = \\max x$."""
+    $m = \\max x$. With ``lse`` (shape ``x.shape[:-1]``), also each row's logsumexp
+    $m + \\log \\sum e^{x - m}$, as the cross-entropies need."""
     xp = get_array_module(x)
     D = x.shape[-1]
     x2, y2 = x.reshape(-1, D), out.reshape(-1, D)  # (rows, D) views
+    lse1 = lse.reshape(-1) if lse is not None else None  # (rows,) view
     ones = xp.ones(D, dtype=x.dtype)  # row sums as one GEMV per block
     compiled = numba_kernels_for(x)
 
     def kernel(i: int, lo: int, hi: int) -> None:
         xb, yb = x2[lo:hi], y2[lo:hi]
+        lb = lse1[lo:hi] if lse1 is not None else None
         if compiled is not None:  # the same equation as one compiled pass per row
-            compiled.softmax_forward(xb, yb, None)
+            compiled.softmax_forward(xb, yb, lb)
             return
         m = xb.max(axis=1, keepdims=True)  # the shift: x - m <= 0, e^{x - m} <= 1
         xp.subtract(xb, m, out=yb)
         xp.exp(yb, out=yb)
         total = yb @ ones
         yb /= total[:, None]
+        if lb is not None:
+            xp.log(total, out=lb)
+            lb += m[:, 0]
 
     run_blocks(kernel, row_spans(x2.shape[0], D * x.itemsize, xp, compiled is not None),
                x.nbytes)

@@ -12,9 +12,8 @@ from typing import Any
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from . import reduction as R
-from .activation import log_softmax_composed
-from .blocks import row_spans, run_blocks
-from .fusion import is_fused, numba_kernels_for
+from .activation import log_softmax_composed, softmax_rows
+from .fusion import is_fused
 from .reduction import dot_keepdims, sum_keepdims
 from .shape import getitem
 
@@ -26,20 +25,14 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 def _softmax_lse(z: Any, axis: int) -> tuple[Any, Any]:
     """Raw ``(softmax(z), logsumexp(z))`` along ``axis`` (keepdims), from one exponential pass
-    with the max shifted out; along the last axis of a contiguous array, one compiled pass per
-    row where Numba is installed (``numba_kernels.softmax_forward``)."""
+    with the max shifted out; along the last axis of a contiguous array, by ``softmax_rows``
+    (blocks of rows, or one compiled pass per row where Numba is installed)."""
     xp = get_array_module(z)
-    compiled = numba_kernels_for(z)
-    if compiled is not None and z.ndim >= 1 and axis in (-1, z.ndim - 1):
-        D = z.shape[-1]
-        z2 = xp.ascontiguousarray(z).reshape(-1, D)  # (N, D) rows
-        p, lse = xp.empty_like(z2), xp.empty(z2.shape[0], dtype=z.dtype)  # (N, D), (N,)
-
-        def kernel(i: int, lo: int, hi: int) -> None:
-            compiled.softmax_forward(z2[lo:hi], p[lo:hi], lse[lo:hi])
-
-        run_blocks(kernel, row_spans(z2.shape[0], D * z2.itemsize, xp, one_pass=True), z2.nbytes)
-        return p.reshape(z.shape), lse.reshape(z.shape[:-1] + (1,))
+    if z.ndim >= 1 and axis in (-1, z.ndim - 1) and z.flags.c_contiguous:
+        p = xp.empty_like(z)
+        lse = xp.empty(z.shape[:-1] + (1,), dtype=z.dtype)  # keepdims
+        softmax_rows(z, p, lse)
+        return p, lse
     m = z.max(axis=axis, keepdims=True)
     p = z - m
     xp.exp(p, out=p)
