@@ -33,6 +33,7 @@ from .backend import (
     get_default_dtype,
     manual_seed,
     num_threads,
+    pick_device,
     set_default_device,
     set_default_dtype,
     set_num_threads,
@@ -44,7 +45,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Device", "Function", "Tensor", "backend", "cuda_available", "debug_mode", "detect_anomaly",
     "enable_grad", "functional", "get_default_device", "get_default_dtype", "is_debug_mode",
-    "is_grad_enabled", "manual_seed", "no_grad", "num_threads", "ones", "ones_like", "randn",
+    "is_grad_enabled", "manual_seed", "no_grad", "num_threads", "ones", "ones_like",
+    "pick_device", "randn",
     "set_default_device", "set_default_dtype", "set_grad_enabled", "set_num_threads", "tensor",
     "testing", "to_numpy", "zeros", "zeros_like",
 ]

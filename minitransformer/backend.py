@@ -27,6 +27,7 @@ __all__ = [
     "keep_freed_memory",
     "manual_seed",
     "num_threads",
+    "pick_device",
     "scatter_add",
     "set_default_device",
     "set_default_dtype",
@@ -106,6 +107,28 @@ def _gpu_missing_reason() -> str | None:
     if n == 0:
         return "CuPy is installed but no CUDA GPU is visible (getDeviceCount() == 0)"
     return None
+
+
+def pick_device() -> tuple[str, str]:
+    """The device a notebook or script should use, and why: ``(name, reason)``.
+
+    ``MINITRANSFORMER_DEVICE`` wins when it is set; otherwise ``"cuda"`` when CuPy imports
+    and sees a GPU, else ``"cpu"`` with the reason the GPU is not used (CuPy missing, no
+    driver, no visible device), as ``Device("cuda")`` would report it::
+
+        device, why = mt.pick_device()
+        print(f"device: {device} ({why})")
+    """
+    env = os.environ.get("MINITRANSFORMER_DEVICE", "").strip()
+    if env:
+        return as_device(env).type, f"MINITRANSFORMER_DEVICE={env!r}"
+    reason = _gpu_missing_reason()
+    if reason is None:
+        cp = cupy()
+        props = cp.cuda.runtime.getDeviceProperties(0)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        return "cuda", f"CuPy {cp.__version__} sees a GPU: {name}"
+    return "cpu", f"no GPU: {reason}"
 
 
 # --------------------------------------------------------------------------------------------

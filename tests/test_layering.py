@@ -23,9 +23,11 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "minitransformer"
 # k-NN accuracy with eval/, plots with viz/), so it moves to the bottom; io/ (checkpoints,
 # weight import onto models/) sits above eval/ (which may load weights) and viz/. Every
 # other package keeps the design's order. `testing.py` re-exports autograd's gradcheck.
+# The teaching layers sit below it all: `pretrained` rebuilds the recipes' models from their
+# shipped checkpoints, and `exercises` compares a learner's answers with any of the library.
 LAYERS = [
     "backend", "autograd", "testing", "functional", "nn", "models", "objectives", "optim",
-    "data", "io", "eval", "viz", "train",
+    "data", "io", "eval", "viz", "train", "pretrained", "exercises",
 ]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 

@@ -1,4 +1,5 @@
-"""Every notebook in notebooks/ executes top to bottom in tiny mode.
+"""Every notebook in notebooks/ executes top to bottom in tiny mode, with each "your turn"
+exercise cell filled by its reference solution, so that every exercise stays solvable.
 
 Each runs in a fresh Jupyter kernel with ``MINITRANSFORMER_TINY=1`` (small sizes) and
 ``MINITRANSFORMER_DEVICE`` unset (a notebook picks the GPU itself when there is one), from
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +22,27 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL_NAME = "minitransformer-test"
+# an exercise cell (tagged "exercise") ends with `exercises.check("NAME", FUNCTION)`
+CHECK_CALL = re.compile(r"""exercises\.check\(\s*["']([\w-]+)["']\s*,\s*(\w+)\s*\)""")
+LESSONS = [p for p in NOTEBOOKS if p.name[:2].isdigit() and int(p.name[:2]) <= 9]
+
+
+def exercise_cells(nb) -> list[tuple[int, str, str]]:
+    """(cell index, exercise name, the learner's function name) of each exercise cell."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if "exercise" in cell.get("metadata", {}).get("tags", []):
+            calls = CHECK_CALL.findall(cell.source)
+            assert len(calls) == 1, f"exercise cell {i} must call exercises.check once"
+            found.append((i, *calls[0]))
+    return found
+
+
+def fill_with_solutions(nb) -> None:
+    """Replace each exercise cell by its reference solution and a check that must pass."""
+    for i, name, fn in exercise_cells(nb):
+        nb.cells[i].source = (f"{fn} = exercises.solution({name!r})\n"
+                              f"assert exercises.check({name!r}, {fn})")
 
 
 @pytest.fixture
@@ -63,8 +86,36 @@ def test_notebook_runs(path, kernel_env):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     nb = nbformat.read(path, as_version=4)
+    fill_with_solutions(nb)
     client = nbclient.NotebookClient(
         nb, kernel_name=KERNEL_NAME, timeout=600,
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}},  # cwd of the kernel
     )
     client.execute()  # raises CellExecutionError naming the cell and the traceback
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.name for p in LESSONS])
+def test_notebook_has_three_exercises_left_to_the_learner(path):
+    nbformat = pytest.importorskip("nbformat")
+    from minitransformer import exercises
+
+    nb = nbformat.read(path, as_version=4)
+    cells = exercise_cells(nb)
+    assert len(cells) >= 3, f"{path.name}: {len(cells)} exercise cells (tag 'exercise'), want 3+"
+    for i, name, fn in cells:
+        assert name in exercises.names(), f"{path.name} cell {i}: unknown exercise {name!r}"
+        source = nb.cells[i].source
+        assert f"def {fn}(" in source, f"{path.name} cell {i}: no `def {fn}(` for the learner"
+        assert "NotImplementedError" in source, (
+            f"{path.name} cell {i}: the learner's function should start as a stub raising "
+            "NotImplementedError, not as the solution")
+
+
+def test_every_exercise_is_in_a_notebook():
+    nbformat = pytest.importorskip("nbformat")
+    from minitransformer import exercises
+
+    used = {name for path in LESSONS
+            for _, name, _ in exercise_cells(nbformat.read(path, as_version=4))}
+    missing = sorted(set(exercises.names()) - used)
+    assert not missing, f"exercises no notebook asks for: {missing}"

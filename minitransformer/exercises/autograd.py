@@ -1,0 +1,1 @@
+"""Exercises of the autograd notebooks (none yet)."""

@@ -1,0 +1,1 @@
+"""Exercises of the dino notebooks (none yet)."""

@@ -1,0 +1,1 @@
+"""Exercises of the dinov2 notebooks (none yet)."""

@@ -1,0 +1,1 @@
+"""Exercises of the encoder notebooks (none yet)."""

@@ -1,0 +1,1 @@
+"""Exercises of the mim notebooks (none yet)."""

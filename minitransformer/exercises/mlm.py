@@ -1,0 +1,1 @@
+"""Exercises of the mlm notebooks (none yet)."""

@@ -1,0 +1,1 @@
+"""Exercises of the vit notebooks (none yet)."""
