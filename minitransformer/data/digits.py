@@ -42,7 +42,7 @@ def load_digits(test_fraction: float = 0.28, seed: int = 0, dtype: Any = np.floa
 
     ``round(test_fraction * count)`` images of each class go to the test set, chosen with
     ``np.random.default_rng(seed)``; both sets are then shuffled. The default gives 1,293 train
-    and 504 test images (the reference runs in ``methods.md`` (g) used about 1,300 / 497).
+    and 504 test images (the project's PyTorch reference runs used about 1,300 / 497).
 
     Shapes: ``x_train (N_train, 1, 8, 8)``, ``y_train (N_train,)`` int64, same for the test set.
     """

@@ -1,5 +1,10 @@
 """DINO's emergent segmentation, measured: IoU between the thresholded CLS attention and the
-object mask, at patch resolution (methods.md A8 and the protocol of section g)."""
+object mask, at patch resolution.
+
+The threshold is DINO's (Caron et al. 2021, who keep 60% of the attention mass;
+facebookresearch/dino visualize_attention.py, ``--threshold``). Scoring it against an object
+mask at patch resolution, a patch counting as object when more than half its pixels are, is
+this module's protocol (the project's PyTorch reference runs on the shapes used the same)."""
 
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ def attention_mass_mask(attn: Any, threshold: float = 0.6) -> Any:
 
 
 def patch_masks_from_pixels(masks: Any, patch_size: int) -> Any:
-    """A patch is object when more than half of its pixels are (section g's rule).
+    """A patch is object when more than half of its pixels are (this module's rule).
 
     Shapes: masks (B, H, W) bool -> (B, N) bool, N = (H/p)(W/p) in raster order.
     """
@@ -49,8 +54,8 @@ def patch_masks_from_pixels(masks: Any, patch_size: int) -> Any:
 class AttentionIoU:
     """Results of ``attention_iou`` (all means over images).
 
-    heads_averaged: IoU of the head-averaged attention map (section g's first column).
-    best_head: the highest per-head IoU (section g's second column); best_head_index: which.
+    heads_averaged: IoU of the head-averaged attention map.
+    best_head: the highest per-head IoU; best_head_index: which.
     per_head: (H,) IoU of each head's own map. mean_over_heads: ``per_head.mean()``.
     """
 

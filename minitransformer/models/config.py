@@ -85,7 +85,9 @@ class ViTConfig(_Presets):
         "vit-digits": dict(img_size=8, patch_size=2, in_chans=1, dim=64, depth=4, num_heads=4),
         # the synthetic shapes data, 32x32 RGB: 64 patches of 4x4
         "vit-shapes": dict(img_size=32, patch_size=4, dim=96, depth=4, num_heads=4),
-        # DeiT-Ti / DINO ViT-Ti, DeiT-S / DINO ViT-S/16, ViT-B/16 (methods.md A4)
+        # DeiT-Ti / DINO ViT-Ti, DeiT-S / DINO ViT-S/16, ViT-B/16 (DeiT, Touvron et al. 2021,
+        # Table 1; ViT, Dosovitskiy et al. 2021, Table 1; facebookresearch/dino
+        # vision_transformer.py, vit_tiny / vit_small / vit_base)
         "vit-tiny": dict(img_size=224, patch_size=16, dim=192, depth=12, num_heads=3),
         "vit-small": dict(img_size=224, patch_size=16, dim=384, depth=12, num_heads=6),
         "vit-base": dict(img_size=224, patch_size=16, dim=768, depth=12, num_heads=12),

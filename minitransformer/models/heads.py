@@ -143,8 +143,9 @@ class DINOHead(Module):
     $/\\tau_s = 0.1$ spans [-10, 10]. DINOv2's head trains g (``norm_last_layer=False``).
 
     ``use_bn``: BatchNorm after each hidden Linear, as DINO's ``use_bn`` flag. Off in DINO's
-    recipe, but on small data (methods.md (g): sklearn digits, K = 256) DINO collapses to the
-    uniform solution without it and reaches 90% k-NN with it.
+    recipe, but on small data (PyTorch reference runs on sklearn digits with K = 256, made
+    for this project; docs/dino.md) DINO collapses to the uniform solution without it and
+    reaches 90% k-NN with it.
 
     Names as DINO: ``mlp.0``, ``mlp.2``, ``mlp.4`` (``mlp.0``, ``mlp.3``, ``mlp.6`` with BN,
     BN at ``mlp.1``, ``mlp.4``); ``mlp`` is one Linear when ``nlayers == 1``;

@@ -12,8 +12,10 @@ from .module import Module
 
 __all__ = ["ACTIVATIONS", "Mlp", "activation"]
 
-# Which system uses which (methods.md A2): exact GELU in ViT/DINO/DINOv2/timm, the tanh GELU in
-# BERT, QuickGELU x*sigmoid(1.702x) in OpenAI CLIP, ReLU in torch's TransformerEncoderLayer.
+# Which system uses which: exact GELU in ViT/DINO/DINOv2/timm (nn.GELU in timm layers/mlp.py Mlp
+# and dino vision_transformer.py Mlp), the tanh GELU in BERT (google-research/bert modeling.py,
+# gelu), QuickGELU x*sigmoid(1.702x) in OpenAI CLIP (openai/CLIP clip/model.py, QuickGELU), ReLU
+# in torch's TransformerEncoderLayer (torch/nn/modules/transformer.py, activation=F.relu).
 ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "relu")
 
 

@@ -12,7 +12,9 @@ N = (IMG // P) ** 2
 
 
 def _fake_timm_vit(rng, mask_token=True, layer_scale=True, prefix=""):
-    """A random state dict with timm's keys and torch layouts (methods.md c1/c2)."""
+    """A random state dict with timm's keys and torch layouts (timm models/
+    vision_transformer.py, VisionTransformer; facebookresearch/dinov2 models/
+    vision_transformer.py, DinoVisionTransformer)."""
     shapes = {
         "cls_token": (1, 1, D), "pos_embed": (1, N + 1, D),
         "patch_embed.proj.weight": (D, C, P, P), "patch_embed.proj.bias": (D,),
@@ -49,7 +51,8 @@ def test_linear_weights_are_transposed_and_the_rest_unchanged(rng):
 
 
 def test_patch_embed_conv_equals_linear_on_flattened_patches(rng):
-    # methods.md d.7: Conv2d(k=p, stride=p) == patches flattened in (c, i, j) order @ W + b.
+    # A Conv2d(k=p, stride=p) output is sum_{c,i,j} W[d, c, i, j] x[c, i, j] + b[d] per
+    # patch: the patches flattened in (c, i, j) order @ W.reshape(D, -1).T + b.
     sd = _fake_timm_vit(rng)
     kernel, bias = sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"]
     W = convert_timm_vit_state_dict(sd)["patch_embed.proj.weight"]

@@ -68,8 +68,9 @@ def test_clip_forward_is_the_towers_then_projections(device, rng):
 
 
 def test_clip_padding_after_eot_changes_nothing(device, rng):
-    """methods.md (d) 15: pooling at the max id (EOT); tokens after it cannot leak into it
-    through the causal mask."""
+    """openai/CLIP clip/model.py (encode_text pools x[arange(B), text.argmax(-1)], "eot_token
+    is the highest number in each sequence"; build_attention_mask is causal): pooling at the
+    max id (EOT); tokens after it cannot leak into it through the causal mask."""
     model = _model(device)
     toks = _tokens(rng, 2, lengths=[3, 2])
     other = toks.copy()
@@ -82,7 +83,8 @@ def test_clip_padding_after_eot_changes_nothing(device, rng):
 
 def test_clip_gradients_and_clamp(device, rng):
     """Gradients reach both towers, both projections and the temperature; a step that pushes
-    logit_scale past ln 100 is clamped back (methods.md (d) 14)."""
+    logit_scale past ln 100 is clamped back (CLIP, Radford et al. 2021, sec. 2.5;
+    mlfoundations/open_clip image_text_task.py, clamp_logit_scale)."""
     model = _model(device)
     imgs = mt.tensor(rng.standard_normal((4, 3, 16, 16)), device=device)
     toks = _tokens(rng, 4)

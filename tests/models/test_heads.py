@@ -84,9 +84,11 @@ def test_dino_head_gradcheck(device, rng):
 
 
 def test_dino_head_unit_prototypes_and_frozen_norm(device, rng):
-    """methods.md (d) 21: with g = 1 frozen every logit is a cosine in [-1, 1]; every
-    prototype keeps unit norm after gradient steps on v; cancel_last_layer_gradients freezes
-    last_layer for the first epoch."""
+    """facebookresearch/dino vision_transformer.py (DINOHead: L2-normalised bottleneck,
+    weight_norm last layer with weight_g filled with 1 and frozen) and utils.py
+    (cancel_gradients_last_layer): with g = 1 frozen every logit is a cosine in [-1, 1];
+    every prototype keeps unit norm after gradient steps on v; cancel_last_layer_gradients
+    freezes last_layer for the first epoch."""
     head = DINOHead(4, 9, hidden_dim=8, bottleneck_dim=3).to(device, np.float64)
     assert not head.last_layer.weight_g.requires_grad
     x = mt.tensor(rng.standard_normal((16, 4)) * 10, device=device)

@@ -93,7 +93,8 @@ def test_pooling(device):
 
 
 def test_padding_after_eot_does_not_change_clip_feature(device, rng):
-    """methods.md d.15: with the causal mask, tokens after EOT cannot reach the EOT feature."""
+    """openai/CLIP clip/model.py (causal build_attention_mask, EOT pooling): with the causal
+    mask, tokens after EOT cannot reach the EOT feature."""
     m = make_text(device, causal=True, pool="eot", eot_id=4)
     y = m(IDS).numpy()
     ids2 = IDS.copy()

@@ -87,8 +87,8 @@ def test_forward_features_equals_reference_at_several_resolutions(device, rng, s
 
 
 def test_runs_at_two_resolutions_and_pos_interpolation(device, rng):
-    """methods.md d.8: identity at the native grid; a smaller crop gets (1, 1 + n, D) with the
-    CLS slot untouched."""
+    """As facebookresearch/dino vision_transformer.py (interpolate_pos_encoding): identity at
+    the native grid; a smaller crop gets (1, 1 + n, D) with the CLS slot untouched."""
     m = make_vit(device, dtype=np.float32, img_size=32, patch_size=8, dim=16, in_chans=3)
     assert m.interpolate_pos_encoding(4, 4) is m.pos_embed
     small = m.interpolate_pos_encoding(2, 2)

@@ -74,7 +74,9 @@ def test_mha_equals_equation_3_per_head(device, case):
 
 
 def test_scale_is_per_head_dim_not_model_dim(device, rng):
-    """methods.md d.6: a reference using sqrt(D) instead of sqrt(hd) must not match."""
+    """The scale is 1/sqrt(hd), the per-head width (Vaswani et al. 2017, sec. 3.2.1-3.2.2;
+    timm layers/attention.py, Attention.scale = head_dim ** -0.5): a reference using sqrt(D)
+    instead of sqrt(hd) must not match."""
     m = make_mha(8, 4, device)
     x = rng.standard_normal((2, 5, 8))
     _, probs = run(m, x, device)
@@ -104,8 +106,9 @@ def test_one_head_is_single_head_attention(device, rng):
 
 
 def test_rows_sum_to_one_and_causal_row_zero(device, rng):
-    """methods.md d.1: every row sums to 1; with a causal mask query 0 attends to key 0 only
-    and masked probabilities are exactly 0."""
+    """A softmax row sums to 1; with a causal mask (Vaswani et al. 2017, sec. 3.2.3) query 0
+    has key 0 as its only allowed key, so it gets weight 1 there, and masked probabilities
+    are exactly 0 (exp(-inf))."""
     m = make_mha(8, 2, device)
     x = rng.standard_normal((2, 6, 8))
     causal = np.tril(np.ones((6, 6), dtype=bool))
@@ -116,7 +119,9 @@ def test_rows_sum_to_one_and_causal_row_zero(device, rng):
 
 
 def test_permutation_equivariance(device, rng):
-    """Without positions, permuting the tokens permutes the outputs (methods.md d.2)."""
+    """Without positions, permuting the tokens permutes the outputs: each output is a
+    function of its own query and of the set of keys and values (the reason Vaswani et al.
+    2017, sec. 3.5, add positional encodings)."""
     m = make_mha(8, 2, device)
     x = rng.standard_normal((2, 7, 8))
     perm = rng.permutation(7)

@@ -51,7 +51,8 @@ def test_post_norm_is_the_seed_order(device, rng):
 
 
 def test_layer_scale_zero_makes_pre_norm_block_identity(device, rng):
-    """methods.md d.5."""
+    """LayerScale (Touvron et al. 2021, CaiT; timm layers/layer_scale.py, LayerScale) with
+    gamma = 0 multiplies both residual branches by 0, so the pre-norm block is the identity."""
     b = make_block(device, dim=8, num_heads=2, layer_scale=0.0)
     x = rng.standard_normal((2, 5, 8))
     np.testing.assert_array_equal(b(mt.tensor(x, device=device)).numpy(), x)

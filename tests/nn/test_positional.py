@@ -28,7 +28,8 @@ def test_sinusoidal_interleaved_formula():
 
 
 def test_mae_2d_sincos_formula_and_properties():
-    """methods.md A3 and d.9: shape (1 + g^2, D), zero CLS row, concatenated sin | cos halves,
+    """MAE's fixed 2-D table (facebookresearch/mae util/pos_embed.py,
+    get_2d_sincos_pos_embed): shape (1 + g^2, D), zero CLS row, concatenated sin | cos halves,
     each half a function of one grid coordinate only."""
     g, D = 4, 16
     emb = nn.sincos_2d_position_embedding(D, g, cls_token=True)

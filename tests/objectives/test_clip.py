@@ -37,7 +37,8 @@ def test_clip_loss_gradcheck(device, rng):
 
 
 def test_clip_loss_identical_features_is_log_b(device):
-    """methods.md (d) 12: all logits equal -> log B (B = 8: 2.0794415)."""
+    """All logits equal -> each row's softmax is 1/B, so both cross-entropies (open_clip
+    loss.py, ClipLoss) are log B (B = 8: 2.0794415)."""
     f = np.tile(np.random.default_rng(0).standard_normal((1, 5)), (8, 1))
     got = clip_loss(mt.tensor(f, device=device), mt.tensor(f, device=device),
                     init_logit_scale()).item()
@@ -47,7 +48,8 @@ def test_clip_loss_identical_features_is_log_b(device):
 
 @pytest.mark.parametrize("s, expected", [(14.2857, 4.374e-6), (100.0, 0.0)])
 def test_clip_loss_orthonormal_alignment(device, s, expected):
-    """methods.md (d) 13: perfect orthonormal pairs -> log(1 + (B-1) e^{-s}), s = exp(scale)."""
+    """Perfect orthonormal pairs give logits s on the diagonal and 0 elsewhere, so each
+    cross-entropy is -log(e^s / (e^s + B - 1)) = log(1 + (B-1) e^{-s}), s = exp(scale)."""
     B = 8
     q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((10, 10)))
     f = q[:B]  # orthonormal rows
@@ -75,8 +77,11 @@ def test_clip_loss_symmetric_and_minimised_by_matching(B, seed):
 
 
 def test_init_and_clamp_logit_scale(device):
-    """methods.md (d) 14: init ln(1/0.07) = 2.659260; clamped to <= ln 100 = 4.605170 in
-    place after a step, and to >= 0."""
+    """CLIP, Radford et al. 2021, sec. 2.5 (temperature initialised to 0.07, clipped so that
+    the logits are scaled by at most 100); mlfoundations/open_clip model.py (logit_scale =
+    log(1/0.07)) and image_text_task.py (clamp_logit_scale: clamp_(0, ln 100) after a step):
+    init ln(1/0.07) = 2.659260; clamped to <= ln 100 = 4.605170 in place after a step, and to
+    >= 0."""
     assert round(init_logit_scale(), 6) == 2.659260
     p = nn.Parameter(mt.tensor(np.array(5.0), device=device))
     data = p.data

@@ -42,7 +42,8 @@ def test_dino_loss_matches_dino_loop(device, n_g, n_l, B, K, temp, seed):
 
 
 def test_dino_loss_one_global_one_local_is_hand_ce(device, rng):
-    """methods.md (d) 16: ncrops = 2 leaves only (t0, s1): mean_b sum_k -t log softmax(s/0.1)."""
+    """facebookresearch/dino main_dino.py (DINOLoss.forward skips v == iq): ncrops = 2 leaves
+    only (t0, s1): mean_b sum_k -t log softmax(s/0.1)."""
     students, teachers = _crops(rng, 2, 1, 3, 5)
     got = dino_loss([mt.tensor(s, device=device) for s in students], teachers).item()
     s1 = students[1] / 0.1
@@ -53,8 +54,9 @@ def test_dino_loss_one_global_one_local_is_hand_ce(device, rng):
 
 
 def test_dino_loss_term_count_is_2ncrops_minus_2(rng):
-    """methods.md (d) 16: with 2 globals + 8 locals the loss averages 2 * 10 - 2 = 18 terms:
-    all 20 (teacher, student) pairs minus the two same-view ones."""
+    """DINO, Caron et al. 2021, sec. 3.1 (facebookresearch/dino main_dino.py, DINOLoss): with
+    2 globals + 8 locals the loss averages 2 * 10 - 2 = 18 terms: all 20 (teacher, student)
+    pairs minus the two same-view ones."""
     B, K = 3, 4
     students, teachers = _crops(rng, 10, 2, B, K)
 
@@ -78,8 +80,9 @@ def test_dino_loss_equals_entropy_when_distributions_coincide(device, rng):
 
 
 def test_dino_loss_uniform_collapse_is_log_k(device):
-    """methods.md (d) 17: a constant teacher output after centring gives a uniform teacher;
-    with a uniform student the loss is log K (K = 4096: 8.317766, the dinov2#407 plateau)."""
+    """A constant teacher output after centring gives equal logits, so a uniform teacher;
+    with a uniform student the loss is -sum_k (1/K) log(1/K) = log K (K = 4096: 8.317766, the
+    plateau reported in facebookresearch/dinov2#407)."""
     K, B = 4096, 3
     centering = TeacherCentering(K, device=device, dtype=np.float64)
     teacher_out = np.full((B, K), 0.37)
@@ -123,8 +126,10 @@ def test_dino_loss_bad_input(rng):
 
 # ------------------------------------------------------------------------- TeacherCentering
 def test_center_update_arithmetic(device, rng):
-    """methods.md (d) 18: c = 0.1 m1 after one step, 0.09 m1 + 0.1 m2 after two; the step's
-    probabilities use the center from before its update."""
+    """c <- 0.9 c + 0.1 mean (DINO, Caron et al. 2021, sec. 3.1; facebookresearch/dino
+    main_dino.py, DINOLoss.update_center, called after the loss): from c = 0, c = 0.1 m1 after
+    one step, 0.9 (0.1 m1) + 0.1 m2 = 0.09 m1 + 0.1 m2 after two; the step's probabilities use
+    the center from before its update."""
     K = 5
     c = TeacherCentering(K, device=device, dtype=np.float64)
     assert c.center.shape == (1, K) and not mt.to_numpy(c.center).any()
@@ -159,7 +164,9 @@ def test_center_probs_list_and_bad_input(rng):
 
 # ---------------------------------------------------------------------------- sinkhorn_knopp
 def test_sinkhorn_rows_sum_to_one_columns_near_b_over_k(device):
-    """methods.md (d) 25: rows sum to 1; column sums ~ B/K = 4.0 +- 0.1 (B=64, K=16) after
+    """facebookresearch/dinov2 loss/dino_clstoken_loss.py (sinkhorn_knopp_teacher, 3
+    iterations) ends by making each sample's row sum to 1, while the prototype step drives
+    each column toward B/K: rows sum to 1; column sums ~ B/K = 4.0 +- 0.1 (B=64, K=16) after
     3 iterations, for logits / temperature of unit scale."""
     t = np.random.default_rng(0).standard_normal((64, 16))
     q = sinkhorn_knopp(mt.tensor(t, device=device), 1.0).numpy()

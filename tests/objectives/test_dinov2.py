@@ -31,7 +31,10 @@ def test_koleo_gradcheck(device, rng):
 @pytest.mark.parametrize("n, expected", [(2, -0.693147), (3, -0.549306), (4, -0.490415),
                                          (8, -0.413339)])
 def test_koleo_regular_simplex_bound(device, n, expected):
-    """methods.md (d) 24: the regular simplex reaches -1/2 log(2n/(n-1))."""
+    """KoLeo (facebookresearch/dinov2 loss/koleo_loss.py, KoLeoLoss: -mean log of the
+    distance to the nearest neighbour) on the n vertices of a regular simplex: unit vectors
+    with pairwise cosine -1/(n-1), so every nearest distance is sqrt(2 + 2/(n-1)) =
+    sqrt(2n/(n-1)) and the loss is -1/2 log(2n/(n-1))."""
     x = np.eye(n) - 1.0 / n  # n vertices of a regular simplex (centred basis vectors)
     q, _ = np.linalg.qr(np.random.default_rng(n).standard_normal((n, n)))
     x = 3.0 * x @ q  # rotated and scaled: KoLeo normalises and only sees angles
@@ -72,8 +75,10 @@ def test_koleo_bad_input():
 @given(n_l=st.integers(0, 4), B=st.integers(1, 3), K=st.integers(2, 5),
        seed=st.integers(0, 2**16))
 def test_dino_term_equals_dinov2_local_plus_global(n_l, B, K, seed):
-    """methods.md (d) 26: dino_local + dino_global (reversed teacher chunks, loss_scales 2)
-    over 2 + 2 n_l equals the DINO v1 average over the cross-view pairs."""
+    """facebookresearch/dinov2 train/ssl_meta_arch.py (forward_backward: dino_local_crops_loss
+    + dino_global_crops_loss with reversed teacher chunks and loss_scales 2, over 2 + 2 n_l
+    terms) equals the DINO v1 average over the cross-view pairs (facebookresearch/dino
+    main_dino.py, DINOLoss)."""
     rng = np.random.default_rng(seed)
     students = [rng.standard_normal((B, K)) for _ in range(2 + n_l)]
     teachers = [ref.softmax(rng.standard_normal((B, K)) * 2) for _ in range(2)]

@@ -31,7 +31,9 @@ def _corpus(rng, B=400, T=128, V=1000):
 
 # ------------------------------------------------------------------------------ mask_tokens
 def test_mask_tokens_fractions(device, rng):
-    """methods.md (d) 10: ~15% of non-special tokens; of those ~80/10/10; -100 elsewhere."""
+    """BERT's masking (Devlin et al. 2019, sec. 3.1), drawn per token as huggingface/
+    transformers data/data_collator.py (DataCollatorForLanguageModeling.torch_mask_tokens):
+    ~15% of non-special tokens; of those ~80/10/10; -100 elsewhere."""
     V = 1000
     ids_host = _corpus(rng, V=V)
     ids = mt.backend.to_device(ids_host, device)
@@ -115,7 +117,8 @@ def test_mask_tokens_float_ids_rejected():
                                                                          0.9]),
        seed=st.integers(0, 2**16))
 def test_random_patch_mask_counts_and_restore(device, B, N, ratio, seed):
-    """methods.md (d) 30: MAE keeps exactly int(N (1 - r)) patches per row; ids_restore
+    """facebookresearch/mae models_mae.py (MaskedAutoencoderViT.random_masking: len_keep =
+    int(L * (1 - mask_ratio))): exactly int(N (1 - r)) patches kept per row; ids_restore
     undoes the shuffle."""
     rng = np.random.default_rng(seed)
     mask, ids_keep, ids_restore = random_patch_mask(B, N, ratio, rng, device=device,
@@ -167,8 +170,10 @@ def _aspect_possible(h, w, lo, hi):
 @given(H=st.integers(3, 16), W=st.integers(3, 16), frac=st.floats(0, 1),
        min_patches=st.sampled_from([1, 4, 16]), seed=st.integers(0, 2**16))
 def test_block_patch_mask_budget_and_blocks(H, W, frac, min_patches, seed):
-    """methods.md (d) 28: never over the target; every block a rectangle with a (rounded)
-    aspect in [0.3, 1/0.3], strictly smaller than the grid, adding new patches."""
+    """The block-wise generator of BEiT (microsoft/unilm beit/masking_generator.py) and
+    DINOv2 (facebookresearch/dinov2 data/masking.py, MaskingGenerator): never over the target;
+    every block a rectangle with a (rounded) aspect in [0.3, 1/0.3], strictly smaller than the
+    grid, adding new patches."""
     N = H * W
     target = int(frac * N)
     mask, blocks = block_patch_mask((H, W), target, np.random.default_rng(seed),
@@ -212,8 +217,10 @@ def test_block_patch_mask_bad_input(rng):
 # --------------------------------------------------------------------- dinov2_collate_masks
 @pytest.mark.parametrize("n_images", [2, 7, 16])
 def test_dinov2_collate_masks(device, n_images):
-    """methods.md (d) 28: int(0.5 B) non-empty masks; masks_weight sums to that number;
-    ratios stratified in [0.1, 0.5] (each mask under its stratum's upper bound)."""
+    """facebookresearch/dinov2 data/collate.py (collate_data_and_cast, mask_probability 0.5,
+    mask_ratio_tuple (0.1, 0.5)): int(0.5 B) non-empty masks; masks_weight (1 / masked
+    patches of the image, at each of them) sums to that number; ratios stratified in
+    [0.1, 0.5] (each mask under its stratum's upper bound)."""
     rng = np.random.default_rng(n_images)
     grid = 16
     N = grid * grid

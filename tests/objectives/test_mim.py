@@ -35,7 +35,7 @@ def test_patchify_matches_mae_order(device, B, C, p, h, w, seed):
     got = patchify(mt.backend.to_device(imgs, device), p)
     np.testing.assert_array_equal(mt.to_numpy(got), ref.patchify(imgs, p))
     back = unpatchify(got, p, grid=(h, w))
-    np.testing.assert_array_equal(mt.to_numpy(back), imgs)  # (d) 7: the identity
+    np.testing.assert_array_equal(mt.to_numpy(back), imgs)  # unpatchify(patchify(x)) == x
 
 
 def test_patchify_tensor_roundtrip_and_gradcheck(device, rng):
@@ -68,7 +68,9 @@ def test_mim_token_loss_matches_reference(device, B, N, K, seed):
 
 
 def test_mim_token_loss_gradcheck_and_unmasked_invariance(device, rng):
-    """methods.md (d) 32: changing the logits at unmasked positions changes nothing."""
+    """BEiT's loss is the cross-entropy over masked positions only (microsoft/unilm
+    beit/engine_for_pretraining.py): changing the logits at unmasked positions changes
+    nothing."""
     logits = rng.standard_normal((2, 5, 4))
     ids = rng.integers(0, 4, (2, 5))
     mask = _mask(rng, 2, 5)
@@ -109,8 +111,10 @@ def test_mim_pixel_loss_matches_mae(device, B, N, P, norm, seed):
 
 
 def test_mim_pixel_loss_zero_prediction_sanity(device, rng):
-    """methods.md (d) 30: norm-pix with pred = 0 gives (P-1)/P var/(var+1e-6) per patch:
-    ~0.99870 for 768-d patches of unbiased variance 1 (checks the *unbiased* variance)."""
+    """MAE's norm_pix_loss (facebookresearch/mae models_mae.py, forward_loss) divides by
+    sqrt(var + 1e-6) with torch's unbiased var. With pred = 0 the loss is the mean of
+    (t - mean)^2 / (var + 1e-6) = biased var / (var + 1e-6) = (P-1)/P var / (var + 1e-6):
+    ~0.99870 for 768-d patches of unbiased variance 1 (a biased var would give ~1)."""
     P = 16 * 16 * 3
     t = rng.standard_normal((2, 4, P))
     t = (t - t.mean(-1, keepdims=True)) / t.std(-1, ddof=1, keepdims=True)  # unbiased var 1
@@ -122,8 +126,9 @@ def test_mim_pixel_loss_zero_prediction_sanity(device, rng):
 
 
 def test_mim_pixel_loss_perfect_on_masked_is_zero(device, rng):
-    """methods.md (d) 30: exactly 0 when pred == target on the masked patches, whatever the
-    unmasked predictions; and gradcheck."""
+    """MAE's loss counts masked patches only (facebookresearch/mae models_mae.py,
+    forward_loss: (loss * mask).sum() / mask.sum()): exactly 0 when pred == target on the
+    masked patches, whatever the unmasked predictions; and gradcheck."""
     target = rng.standard_normal((2, 6, 4))
     mask = _mask(rng, 2, 6)
     mask[1, 2] = True
@@ -169,8 +174,10 @@ def test_ibot_patch_loss_matches_ibot(device, B, N, K, temp, seed):
 
 
 def test_ibot_patch_loss_entropy_sanity_and_gradcheck(device, rng):
-    """methods.md (d) 27: student logits = tau log(teacher) give the teacher entropy averaged
-    per image over masked patches, then over all images (the unmasked ones add 0)."""
+    """iBOT's patch loss (bytedance/ibot main_ibot.py, iBOTLoss; facebookresearch/dinov2
+    loss/ibot_patch_loss.py, forward_masked): student logits = tau log(teacher) make the
+    student's softmax equal the teacher, so each term is the teacher's entropy, averaged per
+    image over masked patches, then over all images (the unmasked ones add 0)."""
     B, N, K, tau = 4, 6, 5, 0.1
     t = _probs(rng, (B, N, K), 2)
     mask = _mask(rng, B, N, empty_rows=(1, 3))

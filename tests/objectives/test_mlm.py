@@ -38,7 +38,7 @@ def test_mlm_loss_gradcheck(device):
 
 
 def test_mlm_loss_uniform_logits_is_log_v(device):
-    """methods.md (d) 11: uniform logits give log V."""
+    """Uniform logits give p = 1/V for every label, so the mean of -log p is log V."""
     V = 50
     labels = np.full((2, 8), -100)
     labels[:, ::3] = 7

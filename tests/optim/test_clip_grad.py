@@ -1,4 +1,6 @@
-"""Gradient clipping: DINO's per-tensor rule (methods.md d.22) and the global-norm clip."""
+"""Gradient clipping: DINO's per-tensor rule (facebookresearch/dino utils.py,
+clip_gradients: each p.grad whose own norm exceeds clip is scaled by clip / (norm + 1e-6)) and
+the global-norm clip."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ def _with_grad(xp, g):
 
 
 def test_per_param_clip_dino_sanity(device, xp):
-    # d.22: norm 6 -> ~3, norm 2 untouched even though the global norm sqrt(40) > 3.
+    # DINO's clip_gradients at 3.0: norm 6 -> ~3, norm 2 untouched even though the global
+    # norm sqrt(40) > 3.
     big = _with_grad(xp, [6.0, 0.0, 0.0])
     small = _with_grad(xp, [0.0, 2.0])
     none = mt.Tensor(xp.zeros(2), requires_grad=True)

@@ -23,8 +23,9 @@ class _Net(nn.Module):
 
 
 def test_ema_one_step(device, rng):
-    """methods.md (d) 20: theta_t = 0.996 theta_t + 0.004 theta_s, every parameter (frozen
-    ones too); the teacher gets no gradients."""
+    """DINO, Caron et al. 2021, sec. 3.1 (facebookresearch/dino main_dino.py,
+    train_one_epoch's EMA update): theta_t = 0.996 theta_t + 0.004 theta_s, every parameter
+    (frozen ones too); the teacher gets no gradients."""
     student = _Net(rng).to(device)
     teacher = _Net(rng).to(device)
     before_t = {k: v.copy() for k, v in teacher.state_dict().items()}

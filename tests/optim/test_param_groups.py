@@ -84,7 +84,9 @@ def test_frozen_parameters_are_left_out():
 
 
 def test_layer_decay_matches_dinov2_rule():
-    # methods.md d.29: block i gets 0.9^(L - i), patch_embed 0.9^(L+1) * 0.2, heads 1.
+    # facebookresearch/dinov2 utils/param_groups.py (get_vit_lr_decay_rate: lr_mult =
+    # 0.9^(L + 1 - layer_id), block i has layer_id i + 1, embeddings 0; patch_embed_lr_mult
+    # 0.2): block i gets 0.9^(L - i), patch_embed 0.9^(L+1) * 0.2, heads 1.
     L = 3
     assert layer_id("cls_token", L) == 0
     assert layer_id("student.backbone.blocks.2.attn.qkv.weight", L) == 3

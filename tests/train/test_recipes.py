@@ -90,8 +90,9 @@ def test_settings_take_their_defaults_type_or_fail_clearly():
 
 
 def test_dino_shapes_augment_choices():
-    """``augment="light"`` (methods.md (g)'s crop, flip and brightness/contrast) gives views of
-    the input's size that differ from the input; an unknown choice is a clear error."""
+    """``augment="light"`` (crop, flip and brightness/contrast, the augmentation of the
+    project's PyTorch reference runs on the shapes) gives views of the input's size that
+    differ from the input; an unknown choice is a clear error."""
     r = make_recipe("dino", preset="tiny-shapes", augment="light")
     x = r.data.x_train[:8]
     views = r.views(x, rng=np.random.default_rng(0))

@@ -81,7 +81,7 @@ def load_image_set(name: str, seed: int, n_train: int = 4000, n_eval_train: int 
 
 
 class LightViews:
-    """Light augmentation, as the reference runs of methods.md (g): a random resized crop
+    """Light augmentation, as the project's PyTorch reference runs: a random resized crop
     (scale ``global_scale``, resized back to the input size), a horizontal flip with
     probability ``flip_p``, brightness/contrast jitter (p 0.8) and Gaussian pixel noise of std
     ``noise``; ``n_local`` smaller crops (``local_scale``) at ``local_size``.
@@ -131,7 +131,7 @@ def make_views(dataset: str, n_local: int, local_size: int,
       grayscale, blur with sigma up to 1 px at 32 px, solarise on the second global view; no
       normalisation, since the images are already in [0, 1]).
     - The shapes with ``augment="light"``: ``LightViews`` with flips and no noise, as the
-      shapes runs of methods.md (g)."""
+      project's PyTorch reference runs on the shapes (docs/dino.md)."""
     if augment not in ("dino", "light"):
         raise ValueError(f"unknown augment {augment!r}; expected 'dino' or 'light'")
     if dataset == "digits":

@@ -7,7 +7,8 @@ As open_clip: AdamW (betas 0.9 / 0.98, eps 1e-6), warm-up + cosine lr, weight de
 matrices only (not on ``logit_scale``, biases, norms, tokens), ``logit_scale`` learned from
 ln(1/0.07) and clamped after every step.
 
-Zero-shot (methods.md (g)): each class's text embedding is the mean of the normalised
+Zero-shot (CLIP, Radford et al. 2021, sec. 3.1.2; prompt ensembling, sec. 3.1.4, averages
+text embeddings): each class's text embedding is the mean of the normalised
 embeddings of every caption with that attribute (prompt ensembling over the other
 attributes: 80 captions per shape, 30 per colour); an image gets the class whose embedding
 is most cosine-similar. Scored on test images of other seeds, for shape and for colour.

@@ -10,10 +10,12 @@ norms undecayed; DINO v1 decays cls_token and pos_embed), each gradient tensor c
 3.0 on its own, the prototypes (``last_layer``) frozen for the first epoch, centering with
 momentum 0.9 updated after the loss, multi-crop (2 global + n local views).
 
-Small data (methods.md (g)): with DINO's defaults the teacher's output is nearly uniform at
-initialisation and the run collapses to the uniform solution (loss stuck at ln K) on the
-digits. The fixes measured there are the defaults of the presets here: BatchNorm in the head
-MLP (DINO's ``use_bn``), teacher temperature 0.02, K = 256, momentum 0.99 -> 1. The collapse
+Small data (PyTorch reference runs on sklearn digits, made for this project: docs/dino.md,
+"Collapse diagnostics"): with DINO's defaults the teacher's output is nearly uniform at
+initialisation and the run collapses to the uniform solution (loss stuck at ln K). The fixes
+measured there are the defaults of the presets here: BatchNorm in the head MLP (DINO's
+``use_bn``), teacher temperature 0.02 (a lower teacher temperature sharpens more, as a DINO
+maintainer advises in facebookresearch/dino#43), K = 256, momentum 0.99 -> 1. The collapse
 diagnostics are logged every step: the teacher's mean entropy (``teacher_entropy``; ln K =
 uniform collapse), ``kl_to_uniform`` of the batch-mean teacher distribution (ln K = every
 image on one prototype) and the spread of the teacher's CLS features (``feature_std``).
@@ -61,9 +63,9 @@ __all__ = ["SHAPES_CPU", "SHAPES_GPU", "SHAPES_TINY", "DINOConfig", "DINORecipe"
 #   it, 0.527 without, seed 0 at lr 1e-3).
 # - lr 3e-3: best-head IoU 0.589/0.538/0.660 on seeds 0/1/2; at 1e-3 the attention found the
 #   object in some seeds only.
-# - Two global views and no local crops, as the reference runs of methods.md (g): with
-#   per-image backgrounds, 4 local crops sent the attention to the background.
-# - The light augmentation of methods.md (g) (crop, flip, brightness/contrast), width 96 and
+# - Two global views and no local crops, as the project's PyTorch reference runs on the
+#   shapes: with per-image backgrounds, 4 local crops sent the attention to the background.
+# - The light augmentation of those runs (crop, flip, brightness/contrast), width 96 and
 #   batch 128; 200 steps fit 10 minutes on 2 cores.
 SHAPES_TINY: dict[str, Any] = dict(
     dataset="shapes", steps=6, batch_size=8, dim=16, depth=1, num_heads=2, patch_size=8,
@@ -97,7 +99,7 @@ class DINOConfig(BaseConfig):
     out_dim: int = 256  # K prototypes
     hidden_dim: int = 256
     bottleneck_dim: int = 64
-    use_bn: bool = True  # BatchNorm in the head MLP: the small-data fix of methods.md (g)
+    use_bn: bool = True  # BatchNorm in the head MLP: the small-data fix (docs/dino.md)
     norm_last_layer: bool = True  # weight_g frozen at 1 (cosine logits)
     # loss
     student_temp: float = 0.1
@@ -130,7 +132,7 @@ class DINORecipe(BaseRecipe):
         "tiny": dict(steps=6, batch_size=16, dim=16, depth=1, num_heads=2, out_dim=32,
                      hidden_dim=32, bottleneck_dim=16, lr=1e-3, n_local=2,
                      freeze_last_layer_steps=2, eval_size=64),
-        # methods.md (g)'s settings (90% after 50 epochs in PyTorch). Measured here: 80.6%
+        # the PyTorch reference run's settings (90% after 50 epochs). Measured here: 80.6%
         # with a 500-step schedule, 89.9% with 800 steps, 92.9% with 1000 (~0.42 s CPU/step)
         "cpu": dict(steps=1000, batch_size=128, lr=2e-3, warmup_steps=50,
                     freeze_last_layer_steps=10),
@@ -222,8 +224,10 @@ class DINORecipe(BaseRecipe):
 
     def diagnostics(self, t_probs: list[Any], t_feats: list[Any], temp: float
                     ) -> dict[str, float]:
-        """Collapse diagnostics of this step (methods.md (g), dino#32): teacher entropy and
-        KL of its batch mean to uniform, both against ``ln_K``, and the CLS feature spread."""
+        """Collapse diagnostics of this step (the two collapses: DINO, Caron et al. 2021,
+        sec. 3.1 on centering and sharpening, and facebookresearch/dino#32): teacher entropy
+        and KL of its batch mean to uniform, both against ``ln_K``, and the CLS feature
+        spread."""
         return {"teacher_entropy": teacher_entropy(t_probs), "ln_K": math.log(self.cfg.out_dim),
                 "kl_to_uniform": kl_to_uniform(t_probs),
                 "feature_std": feature_std(t_feats, normalize=True), "teacher_temp": temp}
@@ -263,7 +267,9 @@ class DINORecipe(BaseRecipe):
 
     def attention_metrics(self, x: np.ndarray, masks: np.ndarray) -> dict[str, float]:
         """IoU of the CLS attention (60% of its mass kept) with the object, per head and
-        head-averaged (methods.md (g)'s protocol)."""
+        head-averaged (DINO's 60%-of-the-mass threshold, Caron et al. 2021, as
+        facebookresearch/dino visualize_attention.py ``--threshold``; the object mask at patch
+        resolution as ``eval.attention_iou``)."""
         net = self.backbone
         net.eval()
         attn = batched(lambda b: net.get_last_selfattention(b)[:, :, 0, 1:], x, self.device)

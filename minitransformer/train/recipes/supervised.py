@@ -1,5 +1,6 @@
 """Supervised ViT on scikit-learn's handwritten digits: the baseline every other recipe is
-measured against (methods.md (g): 98.2% test accuracy in PyTorch after 200 epochs).
+measured against (a PyTorch reference run of the same ViT, made for this project, reached
+98.2% test accuracy after 200 epochs).
 
     logits = head(norm(ViT(x))[:, 0]);   L = CE(logits, y)
 
