@@ -212,3 +212,12 @@ def test_masking_accepts_an_answer_with_another_random_stream():
         return inputs, np.where(selected, ids, -100)
 
     assert exercises.check("bert_masking", other_order) is True
+
+
+def test_the_library_masking_passes_the_check():
+    from minitransformer.objectives import mask_tokens
+
+    def library(ids, vocab_size, mask_id, special_ids, rng):
+        return mask_tokens(ids, vocab_size, mask_id, rng, special_ids=special_ids)
+
+    assert exercises.check("bert_masking", library) is True
