@@ -12,6 +12,15 @@
   ``notebooks/`` and every docs page is linked from the index; every equation page links to
   code, tests and a notebook.
 
+- The notebooks' markdown cells obey the same link rules.
+- Code in the prose names things that exist: ``path/file.py::name`` (a test, a function or a
+  class of a file of this repository, also outside a link) and dotted names of the library
+  (``minitransformer.x.y``, ``mt.x``, ``F.x``, ``nn.X``, ``models.X``, ...).
+- mkdocs.yml's navigation lists every docs page and every notebook, so each is on the site
+  (``python docs/build.py`` builds it; CI runs that build, not pytest).
+- No file of the repository cites the project's private working notes (xfail until every
+  notebook is clean).
+
 The checks are plain text parsing (no Markdown library): fenced code and ``$...$`` math are
 blanked out first (line numbers kept), so a bracket in a formula is not read as a link.
 """
@@ -20,7 +29,10 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
+import json
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -66,10 +78,19 @@ def _blank(match: re.Match) -> str:
     return re.sub(r"[^\n]", " ", match.group(0))
 
 
+def _read(path: Path) -> str:
+    """A Markdown file's text, or a notebook's markdown cells joined by blank lines."""
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        return "\n\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                           for c in cells if c["cell_type"] == "markdown")
+    return path.read_text(encoding="utf-8")
+
+
 @functools.cache
 def _prose(path: Path) -> str:
-    """The file's text with fenced code blocks and math blanked out."""
-    text = path.read_text(encoding="utf-8")
+    """The file's text (a notebook's markdown) with fenced code blocks and math blanked out."""
+    text = _read(path)
     for pattern in (_FENCE, _DISPLAY_MATH, _INLINE_MATH):
         text = pattern.sub(_blank, text)
     return text
@@ -287,6 +308,161 @@ def test_equation_page_links_code_tests_and_a_notebook(page):
                            ("notebooks/", ".ipynb")):
         assert any(t.startswith(prefix) and t.endswith(suffix) for t in targets), \
             f"docs/{page}.md links no {prefix}*{suffix}"
+
+
+# ----------------------------------------------------------------------------- notebooks
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_markdown_links_resolve(notebook):
+    """A notebook's markdown cells follow the docs' link rules (lines count within the
+    markdown cells joined by blank lines)."""
+    links = _relative_links(notebook)
+    broken = [f"{link.where()}\n    {why}" for link in links if (why := _problem(link))]
+    assert not broken, f"{len(broken)} of {len(links)} links in {notebook.name} do not " \
+        "resolve:\n" + "\n".join(broken)
+
+
+# ----------------------------------------------------------------------------- names in code
+PROSE_FILES = DOC_FILES + NOTEBOOKS
+PY_FILES = sorted(p for tree in ("minitransformer", "tests", "bench", "docs")
+                  for p in (ROOT / tree).rglob("*.py") if "__pycache__" not in p.parts)
+# `code` in prose: `dir/file.py::name` (also without a link), and dotted names of the library
+_CODE_SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+_FILE_REF = re.compile(r"^([\w./-]+\.py)::([\w.]+)$")
+_LIBRARY_ROOTS = {"minitransformer": "minitransformer", "mt": "minitransformer",
+                  "F": "minitransformer.functional", "nn": "minitransformer.nn"}
+_SUBPACKAGES = ["autograd", "functional", "models", "objectives", "optim", "data", "io", "eval",
+                "viz", "train", "pretrained", "exercises", "backend", "testing"]
+_DOTTED = re.compile(r"^(" + "|".join([*_LIBRARY_ROOTS, *_SUBPACKAGES]) +
+                     r")((?:\.\w+)+)(?:\(.*\))?$")
+_FILE_NAME = re.compile(r"\.(py|md|ipynb|txt|toml|json|ya?ml|safetensors)$")  # `backend.py`
+# names the pages quote from PyTorch, not from this library
+_FOREIGN = {"nn.MultiheadAttention": "torch.nn", "F.interpolate": "torch.nn.functional"}
+
+
+@dataclass(frozen=True)
+class CodeRef:
+    source: Path
+    line: int
+    text: str
+
+    def where(self) -> str:
+        return f"{self.source.relative_to(ROOT)}:{self.line}: `{self.text}`"
+
+
+def code_refs(path: Path) -> list[CodeRef]:
+    """The inline code spans of the prose that name a ``file.py::name`` or a dotted library
+    name."""
+    text = _prose(path)
+    refs = []
+    for m in _CODE_SPAN.finditer(text):
+        span = m.group(1).strip()
+        if _FILE_REF.match(span) or (_DOTTED.match(span) and not _FILE_NAME.search(span)):
+            refs.append(CodeRef(path, _line_of(text, m.start()), span))
+    return refs
+
+
+def _file_ref_problem(span: str) -> str | None:
+    """`dir/file.py::name`: some file of the repository whose path ends with ``dir/file.py``
+    defines ``name`` (the linked form is checked exactly by the link test)."""
+    file, name = _FILE_REF.match(span).groups()
+    candidates = [p for p in PY_FILES
+                  if ("/" + p.relative_to(ROOT).as_posix()).endswith("/" + file.lstrip("./"))]
+    if not candidates:
+        return f"no file of the repository ends with {file!r}"
+    problems = [_name_problem(p, name) for p in candidates]
+    if all(problems):
+        return "; ".join(problems)
+    return None
+
+
+def _dotted_problem(span: str) -> str | None:
+    """`F.softmax`, `mt.testing.gradcheck`, `minitransformer.train.make_recipe`, ...: each
+    part is an attribute (or a submodule) of the one before."""
+    head, rest = _DOTTED.match(span).groups()
+    name = head + rest
+    if name in _FOREIGN:
+        return None
+    module = _LIBRARY_ROOTS.get(head, f"minitransformer.{head}")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as err:
+        return f"cannot import {module}: {err}"
+    path = module
+    for part in rest.strip(".").split("."):
+        if hasattr(obj, part):
+            obj = getattr(obj, part)
+        else:
+            try:
+                obj = importlib.import_module(f"{path}.{part}")
+            except ImportError:
+                return f"{path} has no attribute or submodule {part!r}"
+        path = f"{path}.{part}"
+    return None
+
+
+def _code_ref_problem(ref: CodeRef) -> str | None:
+    return _file_ref_problem(ref.text) if _FILE_REF.match(ref.text) else \
+        _dotted_problem(ref.text)
+
+
+@pytest.mark.parametrize("doc", PROSE_FILES, ids=[p.name for p in PROSE_FILES])
+def test_code_names_in_prose_exist(doc):
+    """Every test, function or class the prose names in code exists under that name."""
+    refs = code_refs(doc)
+    broken = [f"{ref.where()}\n    {why}" for ref in refs if (why := _code_ref_problem(ref))]
+    assert not broken, f"{len(broken)} of {len(refs)} names in {doc.name} do not exist:\n" + \
+        "\n".join(broken)
+
+
+# ----------------------------------------------------------------------------- the site
+def _nav_entries() -> list[str]:
+    """The page paths listed in mkdocs.yml's nav (read as text: one `- path` or
+    `- Title: path` per line)."""
+    text = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    nav = text[text.index("\nnav:"):]
+    return re.findall(r"^\s*-\s*(?:[^:\n]+:\s*)?([\w./-]+\.(?:md|ipynb))\s*$", nav, re.M)
+
+
+def test_every_page_and_notebook_is_in_the_site_nav():
+    entries = set(_nav_entries())
+    want = {f"docs/{p.name}" for p in sorted(DOCS.glob("*.md"))} | \
+        {f"notebooks/{p.name}" for p in NOTEBOOKS}
+    assert want - entries == set(), f"not in mkdocs.yml's nav: {sorted(want - entries)}"
+    staged = {"index.md"} | want  # docs/build.py stages README.md as the home page index.md
+    assert entries - staged == set(), f"mkdocs.yml's nav lists missing pages: " \
+        f"{sorted(entries - staged)}"
+
+
+# ----------------------------------------------------------------------------- private notes
+_PRIVATE = "methods" + ".md"  # spelled in two parts, so this file does not match itself
+
+
+def _repository_files() -> list[Path]:
+    """The files git tracks or would track (untracked, not ignored)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
+
+
+@pytest.mark.xfail(strict=False, reason="the notebooks still cite the working notes")
+def test_no_file_cites_the_private_working_notes():
+    """The project stands alone: no file names the working notes the reference facts were
+    first collected in; pages cite the primary sources (docs/references.md) instead."""
+    hits = []
+    for path in _repository_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        hits += [f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, m.start()) + 1}"
+                 for m in re.finditer(re.escape(_PRIVATE), text)]
+    assert not hits, f"{_PRIVATE} is cited in: {hits}"
 
 
 # ----------------------------------------------------------------------------- the checker
