@@ -508,3 +508,28 @@ def test_the_checker_catches_bad_links(tmp_path):
     found = [(link.line, link.target) for link in links_in(probe)]
     assert found == [(2, "../x.py"), (8, "./ref.md"), (9, "https://example.org")]
     assert _slug("Eq. 2: scaled dot-product `attention`") == "eq-2-scaled-dot-product-attention"
+
+
+def test_the_name_checker_catches_stale_names(tmp_path):
+    """Names that exist pass; a renamed function, a missing test or submodule are caught; file
+    names and code blocks are not read as names."""
+    def problem(text: str) -> str | None:
+        return _code_ref_problem(CodeRef(DOCS / "_probe.md", 1, text))
+
+    good = ["F.softmax", "F.scaled_dot_product_attention(q, k, v, mask=None, scale=None)",
+            "mt.testing.gradcheck", "minitransformer.train.make_recipe", "nn.MultiHeadAttention",
+            "models.CLIP", "objectives/dino.py::dino_loss",
+            "tests/test_docs.py::test_the_name_checker_catches_stale_names",
+            "nn/attention.py::MultiHeadAttention.forward"]
+    bad = ["F.no_such_op", "mt.no_such_module.f", "minitransformer.train.no_such_recipe",
+           "tests/test_docs.py::test_no_such_test", "test_docs.py::links_in",
+           "objectives/dino.py::no_such_loss", "no/such_file.py::f"]
+    assert [(t, problem(t)) for t in good if problem(t)] == []
+    assert [t for t in bad if not problem(t)] == []
+
+    probe = tmp_path / "probe.md"
+    probe.write_text("see `F.softmax` and `backend.py` and `x = F.gone`\n"
+                     "```\n`F.in_a_block`\n```\n"
+                     "and `tests/test_docs.py::test_x`\n", encoding="utf-8")
+    assert [(r.line, r.text) for r in code_refs(probe)] == \
+        [(1, "F.softmax"), (5, "tests/test_docs.py::test_x")]
