@@ -4,10 +4,10 @@ Our names are timm's (design §3), so the conversion is about orientation, not n
 
 - a torch ``Linear`` weight is stored (out, in) and applied as ``x W^T``; ours is (in, out)
   and applied as ``x W``, so every 2-D ``*.weight`` is transposed;
-- ``patch_embed.proj.weight`` is a Conv2d kernel (D, C, p, p); a stride-p convolution is the
-  Linear ``patches @ W.reshape(D, -1).T`` on patches flattened in (channel, row, col) order
-  (each output is sum over c, i, j of W[d, c, i, j] x[c, i, j]; timm layers/patch_embed.py,
-  PatchEmbed), which is how ``nn.PatchEmbed`` flattens them, so it becomes
+- ``patch_embed.proj.weight`` is a Conv2d kernel (D, C, p, p) (timm layers/patch_embed.py,
+  PatchEmbed); a stride-p convolution is the Linear ``patches @ W.reshape(D, -1).T`` on
+  patches flattened in (channel, row, col) order (each output is the sum over c, i, j of
+  W[d, c, i, j] x[c, i, j]), which is how our ``nn.PatchEmbed`` flattens them, so it becomes
   ``W.reshape(D, C*p*p).T``;
 - DINOv2's ``mask_token`` (only used by iBOT training) is dropped unless the target has one,
   as timm's ``_convert_dinov2``; training checkpoints' ``module.`` / ``backbone.`` prefixes

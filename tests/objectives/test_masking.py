@@ -31,9 +31,10 @@ def _corpus(rng, B=400, T=128, V=1000):
 
 # ------------------------------------------------------------------------------ mask_tokens
 def test_mask_tokens_fractions(device, rng):
-    """BERT's masking (Devlin et al. 2019, sec. 3.1), drawn per token as huggingface/
-    transformers data/data_collator.py (DataCollatorForLanguageModeling.torch_mask_tokens):
-    ~15% of non-special tokens; of those ~80/10/10; -100 elsewhere."""
+    """BERT's masking (Devlin et al. 2019, sec. 3.1), drawn per token as
+    huggingface/transformers src/transformers/data/data_collator.py
+    (DataCollatorForLanguageModeling.torch_mask_tokens): ~15% of non-special tokens; of those
+    ~80/10/10; -100 elsewhere."""
     V = 1000
     ids_host = _corpus(rng, V=V)
     ids = mt.backend.to_device(ids_host, device)
