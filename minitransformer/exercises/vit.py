@@ -99,7 +99,7 @@ def _library_tokens(images, W_E, b_E, cls_token, pos_embed, P):
     signature="vit_tokens(images, W_E, b_E, cls_token, pos_embed, P) -> array; images "
               "(B, C, H, W), W_E (C*P*P, D), b_E (D,), cls_token (1, 1, D), pos_embed "
               "(1, N+1, D) -> (B, N+1, D)",
-    equation="eq. 5, X_patch = W_E x + b_E on each flattened patch, then ViT's eq. 1: "
+    equation="eq. 5, X_patch = x W_E + b_E on each flattened patch x, then ViT's eq. 1: "
              "z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos (Dosovitskiy et al. 2021)",
     library="VisionTransformer.prepare_tokens",
     notebook="04_vision_transformer",
