@@ -201,7 +201,8 @@ def _library_total(dino, ibot, cls_per_global, w_dino=1.0, w_ibot=1.0, w_koleo=0
     hint="KoLeo runs on each global crop SEPARATELY and the results are summed (DINOv2 does "
          "not compare the two crops of one image: they should stay close), so do not "
          "concatenate the crops, and do not average them; weigh KoLeo by w_koleo = 0.1. "
-         "You may call your koleo_loss, or the library's objectives.koleo_loss",
+         "You may call your KoLeo function from the exercise above, or the library's "
+         "objectives.koleo_loss",
     cases=_total_cases,
     expected=_library_total,
 )
