@@ -1,4 +1,5 @@
-"""Weighted k-NN (DINO eval_knn.py) against a plain-NumPy transcription, and d.23."""
+"""Weighted k-NN (DINO's eval_knn.py, knn_classifier) against a plain-NumPy transcription, and
+the temperature's effect: one exact match outvotes many far neighbours."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def test_knn_matches_reference(device, xp, rng, k, T):
 
 
 def test_exact_match_outvotes_many_far_neighbours(device, xp):
-    # d.23: the query equals the only class-1 training feature; its 19 other neighbours
+    # The query equals the only class-1 training feature; its 19 other neighbours
     # (class 0) have cosine 0.5. exp(1/0.07) = 1.6e6 > 19 exp(0.5/0.07) = 2.4e4: class 1.
     # With T = 1 the votes are nearly counts and the majority (class 0) wins instead.
     q = np.array([1.0, 0.0])
