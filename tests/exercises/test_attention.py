@@ -248,3 +248,15 @@ def test_mixing_tokens_into_heads_is_a_value_error_not_a_shape_error():
 def test_the_model_width_scale_is_caught():
     message = assert_wrong_answer_fails("multi_head_attention", mha_scaled_by_model_width)
     assert "case 1 of" in message
+
+
+def test_a_check_leaves_the_default_generator_alone():
+    """Checking builds nn modules (their weights are then replaced); a notebook's later cells
+    must draw the same numbers whether or not the learner ran the check."""
+    from minitransformer import backend
+
+    gen = backend.default_rng("cpu")
+    before = gen.bit_generator.state
+    for name in ("qkv_projection", "multi_head_attention"):
+        assert exercises.check(name, exercises.solution(name))
+    assert gen.bit_generator.state == before
