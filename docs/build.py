@@ -191,6 +191,7 @@ def execute(notebooks: list[Path], tiny: bool, timeout: int) -> dict[str, float]
                 nb = nbformat.read(path, as_version=4)
                 client = nbclient.NotebookClient(
                     nb, kernel_name=KERNEL_NAME, timeout=timeout,
+                    startup_timeout=300,  # a busy 2-core CI machine can be slow to start one
                     resources={"metadata": {"path": str(path.parent)}})  # the kernel's cwd
                 start = time.perf_counter()
                 try:
