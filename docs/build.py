@@ -17,10 +17,11 @@ Steps:
    ``MINITRANSFORMER_TINY=1`` when ``--tiny`` is given (or already set). Exercise cells are left
    as the learner finds them, so their output is the checker's "not attempted yet" reminder.
    A failing cell stops the build with the notebook's name and the traceback.
-3. **Render** with ``mkdocs build --strict`` (MkDocs Material + mkdocs-jupyter, fully offline:
-   no web fonts, nothing fetched at build time; equations are typeset by MathJax in the
-   browser). Strict mode makes a link to a missing file, a missing heading or a missing page
-   an error.
+3. **Render** with ``mkdocs build --strict`` (MkDocs Material + mkdocs-jupyter). The build
+   fetches nothing: no web fonts, no plugin that downloads. Only the browser fetches, when a
+   page is viewed: MathJax, which typesets the equations, and the small script with which
+   Material's offline plugin lets search work on a site opened from disk. Strict mode makes a
+   link to a missing file, a missing heading or a missing page an error.
 4. **Check** that every notebook page carries its pictures (an ``<img>`` with
    ``data:image``), and print how long each step took.
 
