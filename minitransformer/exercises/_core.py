@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .. import backend
 
 __all__ = [
     "Case",
@@ -41,6 +44,7 @@ __all__ = [
     "Mismatch",
     "check",
     "compare",
+    "default_rng_untouched",
     "exercise",
     "get",
     "names",
@@ -159,6 +163,19 @@ def print_solution(name: str) -> None:
     print(inspect.getsource(get(name).solution))
 
 
+@contextmanager
+def default_rng_untouched() -> Iterator[None]:
+    """Building a module draws its initial weights from the library's default CPU generator;
+    put the generator's state back afterwards, so that running a check in a notebook does not
+    change what the later cells draw."""
+    gen = backend.default_rng("cpu")
+    state = gen.bit_generator.state
+    try:
+        yield
+    finally:
+        gen.bit_generator.state = state
+
+
 def check(name: str, fn: Callable) -> bool:
     """Check the learner's ``fn`` against exercise ``name``.
 
@@ -168,6 +185,16 @@ def check(name: str, fn: Callable) -> bool:
     ``NotImplementedError`` has not been attempted: that prints a reminder and returns False.
     """
     ex = get(name)
+    with default_rng_untouched():
+        passed = _run_check(ex, fn)
+    if passed:
+        print(f"exercise {name!r}: correct. You wrote {ex.title}: {ex.equation}, as "
+              f"{ex.library} computes it.")
+    return passed
+
+
+def _run_check(ex: Exercise, fn: Callable) -> bool:
+    """True when every case agrees, False when ``fn`` is not attempted; else AssertionError."""
     rng = np.random.default_rng(SEED)
     try:
         if ex.verify is not None:
@@ -192,11 +219,9 @@ def check(name: str, fn: Callable) -> bool:
                 except Mismatch as e:
                     _fail(ex, f"case {i + 1} of {len(cases)}, {case.describe()}\n{e}")
     except NotImplementedError:
-        print(f"exercise {name!r}: not attempted yet (your function raises "
+        print(f"exercise {ex.name!r}: not attempted yet (your function raises "
               f"NotImplementedError). Write it, then run this cell again.")
         return False
-    print(f"exercise {name!r}: correct. You wrote {ex.title}: {ex.equation}, as "
-          f"{ex.library} computes it.")
     return True
 
 
@@ -246,7 +271,8 @@ def compare(want: Any, got: Any, rtol: float = 1e-6, atol: float = 1e-8,
         if wrong.any():
             idx = tuple(int(i) for i in np.argwhere(wrong)[0])
             raise Mismatch(f"{where}: {int(wrong.sum())} of {w.size} elements differ; the "
-                           f"first at index {idx}: expected {w[idx]!r}, got {g[idx]!r}")
+                           f"first at index {idx}: expected {w[idx].item()!r}, "
+                           f"got {g[idx].item()!r}")
         return
     g = g.astype(np.float64)
     w = w.astype(np.float64)
@@ -255,10 +281,11 @@ def compare(want: Any, got: Any, rtol: float = 1e-6, atol: float = 1e-8,
         idx = tuple(int(i) for i in np.argwhere(bad_nan)[0])
         raise Mismatch(f"{where}: {int(bad_nan.sum())} NaN value(s) where numbers were "
                        f"expected; the first at index {idx} (expected {w[idx]:.6g})")
-    err = np.abs(g - w)
-    err = np.where(np.isnan(w) & np.isnan(g), 0.0, err)
-    err = np.where(np.isinf(w) & (g == w), 0.0, err)
-    excess = err - (atol + rtol * np.abs(np.where(np.isinf(w), 0.0, w)))
+    with np.errstate(invalid="ignore"):  # inf - inf: matching infinities are set to 0 below
+        err = np.abs(g - w)
+        err = np.where(np.isnan(w) & np.isnan(g), 0.0, err)
+        err = np.where(np.isinf(w) & (g == w), 0.0, err)
+        excess = err - (atol + rtol * np.abs(np.where(np.isinf(w), 0.0, w)))
     if (excess > 0).any() or np.isnan(excess).any():
         flat = int(np.nanargmax(np.where(np.isnan(excess), np.inf, excess)))
         idx = np.unravel_index(flat, w.shape) if w.ndim else ()

@@ -10,17 +10,13 @@ the same thing with the library op or module named in ``library``, in float64.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 
-from .. import backend
 from .. import functional as F
 from ..autograd import tensor
 from ..backend import to_numpy
 from ..nn import Linear, MultiHeadAttention
-from ._core import Case, exercise
+from ._core import Case, default_rng_untouched, exercise
 
 
 def _attention_cases(rng: np.random.Generator) -> list[Case]:
@@ -259,22 +255,9 @@ def _qkv_cases(rng: np.random.Generator) -> list[Case]:
     ]
 
 
-@contextmanager
-def _default_rng_untouched() -> Iterator[None]:
-    """Building a module draws its initial weights from the library's default CPU generator;
-    put the generator's state back afterwards, so that running a check in a notebook does not
-    change what the later cells draw."""
-    gen = backend.default_rng("cpu")
-    state = gen.bit_generator.state
-    try:
-        yield
-    finally:
-        gen.bit_generator.state = state
-
-
 def _library_qkv(x, w_qkv, b_qkv):
     D = x.shape[-1]
-    with _default_rng_untouched():
+    with default_rng_untouched():
         qkv = Linear(D, 3 * D).to(dtype=np.float64)  # its weights are replaced just below
     qkv.load_state_dict({"weight": w_qkv, "bias": b_qkv})
     q, k, v = F.split(qkv(tensor(x)), 3, axis=-1)  # (B, T, 3D) -> three (B, T, D)
@@ -318,7 +301,7 @@ def _mha_cases(rng: np.random.Generator) -> list[Case]:
 
 
 def _library_mha(x, w_qkv, b_qkv, w_o, b_o, H):
-    with _default_rng_untouched():
+    with default_rng_untouched():
         mha = MultiHeadAttention(x.shape[-1], H).to(dtype=np.float64)  # weights replaced below
     mha.load_state_dict({"qkv.weight": w_qkv, "qkv.bias": b_qkv, "proj.weight": w_o,
                          "proj.bias": b_o})
