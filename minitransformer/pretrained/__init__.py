@@ -131,9 +131,11 @@ class Card:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # unknown card fields
 
     def __str__(self) -> str:
+        cpu = ("" if self.train_cpu_seconds is None
+               else f" ({self.train_cpu_seconds:.0f} s CPU)")
         return (f"{self.name}: {self.metric} {self.value:.3f} (random init {self.baseline:.3f});"
                 f" {self.recipe} recipe, preset {self.preset}, seed {self.seed}, {self.steps} "
-                f"steps in {self.train_seconds:.0f} s, commit {self.commit[:7]}")
+                f"steps in {self.train_seconds:.0f} s wall{cpu}, commit {self.commit[:7]}")
 
 
 _CARD_FIELDS = {f.name for f in dataclasses.fields(Card)} - {"file", "extra", "sha256",
