@@ -450,7 +450,7 @@ def _repository_files() -> list[Path]:
     return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
 
 
-@pytest.mark.xfail(strict=False, reason="the notebooks still cite the working notes")
+@pytest.mark.xfail(strict=False, reason="README.md and some notebooks still cite the working notes")
 def test_no_file_cites_the_private_working_notes():
     """The project stands alone: no file names the working notes the reference facts were
     first collected in; pages cite the primary sources (docs/references.md) instead."""
