@@ -10,6 +10,7 @@ machine (another Python, another venv) cannot be picked up by mistake.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -109,6 +110,31 @@ def test_notebook_has_three_exercises_left_to_the_learner(path):
         assert "NotImplementedError" in source, (
             f"{path.name} cell {i}: the learner's function should start as a stub raising "
             "NotImplementedError, not as the solution")
+
+
+def _names_read(source: str) -> set[str]:
+    """The names a code cell reads (IPython magics and shell lines dropped)."""
+    code = "\n".join(line for line in source.splitlines()
+                     if not re.match(r"\s*(%{1,2}[A-Za-z]|!)", line))
+    return {n.id for n in ast.walk(ast.parse(code))
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.name for p in LESSONS])
+def test_later_cells_do_not_need_the_learners_answers(path):
+    """A learner who skips an exercise can still run the notebook to the end: no later cell
+    reads the function the learner was asked to write (its stub raises NotImplementedError).
+    The suite fills the exercises with solutions, so only this test sees such a cell."""
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(path, as_version=4)
+    for i, _, fn in exercise_cells(nb):
+        for j in range(i + 1, len(nb.cells)):
+            cell = nb.cells[j]
+            if cell.cell_type != "code" or "exercise" in cell.metadata.get("tags", []):
+                continue
+            assert fn not in _names_read(cell.source), (
+                f"{path.name}: cell {j} uses {fn}, the learner's answer to the exercise in "
+                f"cell {i}; use the library's function there")
 
 
 def test_every_exercise_is_in_a_notebook():
