@@ -1,4 +1,4 @@
-"""``python -m minitransformer demo``: a few minutes of training on bundled data that ends by
+"""``python -m minitransformer demo``: under a minute of training on bundled data that ends by
 printing its metric beside the random-init baseline and saving pictures.
 
 The demo trains the ``demo`` preset of a recipe (see ``DEMO_RECIPE``), evaluates the same
@@ -30,7 +30,7 @@ __all__ = ["DEMO_RECIPE", "run_demo"]
 # CLIP rather than DINO: on 2 CPU cores CLIP's zero-shot colour and size accuracy leave the
 # random-init level within ~100 steps every time, while DINO's attention IoU on the shapes
 # needs far more steps than a demo has to move (measured, see the issue note).
-DEMO_RECIPE = "clip"  # its "demo" preset: 300 steps, about 2 minutes of CPU
+DEMO_RECIPE = "clip"  # its "demo" preset: 300 steps, 30-40 s on 2 cores (README)
 
 
 def _images_and_backbone(recipe: Any) -> tuple[np.ndarray, np.ndarray | None, Any, Any]:
