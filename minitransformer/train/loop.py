@@ -221,6 +221,7 @@ def train(
     log_every: int = 1,
     keep: int = 2,
     overwrite: bool = False,
+    allow_changes: tuple[str, ...] | list[str] = (),
 ) -> TrainResult:
     """Run ``recipe`` until ``steps`` optimiser steps are done, writing into ``out_dir``:
 
@@ -237,6 +238,11 @@ def train(
     A fresh run (``resume=False``) into a directory that already holds checkpoints raises
     ``FileExistsError``, so an earlier run is never mixed with or lost to a new one, unless
     ``overwrite=True``, which deletes them (and the metrics log) first.
+
+    Resuming compares the checkpoint's configuration with ``recipe.config()``
+    (``config_check.compare_config``) and refuses any difference (``ConfigMismatch``, listing
+    each changed setting) except the settings named in ``allow_changes`` (e.g. ``("steps",)``
+    to extend a run on purpose).
     """
     from tqdm.auto import tqdm  # lazy: only the training loop needs it
 
@@ -260,6 +266,10 @@ def train(
             raise ValueError(
                 f"cannot resume: {path} is a {meta.get('recipe')!r} run, not {recipe.name!r}"
             )
+        from .config_check import compare_config
+
+        compare_config(saved=meta.get("config", {}), current=recipe.config(),
+                       allow=allow_changes)
         recipe.load_state(arrays, meta)
         start = int(meta["step"])
         _truncate_metrics(out / METRICS, start)
