@@ -65,6 +65,12 @@ def _check_targets(logits: Any, target: Any, ignore_index: int, reduction: str) 
             f"got {tuple(t.shape)}"
         )
     K = z.shape[-1]
+    if K == 0 or t.size == 0:
+        what = "have no classes (K = 0)" if K == 0 else "are an empty batch (no rows)"
+        raise ValueError(
+            f"cross_entropy: logits of shape {tuple(z.shape)} {what}; a loss needs at least "
+            "one row and one class"
+        )
     bad = (t != ignore_index) & ((t < 0) | (t >= K))
     if bool(bad.any()):
         raise ValueError(
@@ -144,25 +150,50 @@ def cross_entropy(logits: Any, target: Any, ignore_index: int = -100, reduction:
 
     Shapes: logits (..., K), target (...) integers in [0, K) or ``ignore_index``.
     ``reduction``: "mean" (over kept rows; 0 when none is kept), "sum" or "none" (per row, 0 at
-    ignored rows)."""
+    ignored rows).
+
+    Edge cases, decided by shape first, then by data:
+
+    - An empty batch (no rows: a 0 among the leading axes) or no classes (K = 0) raises a
+      ValueError naming the shape, for every reduction: it is a shape bug upstream, and a
+      silent 0.0 would train on nothing.
+    - Every target ignored (rows exist, none is kept): "mean" gives 0 with a zero gradient
+      (the sum over kept rows divided by ``max(n_kept, 1)``), "sum" 0, "none" zeros. This is
+      Google BERT's ``sum(w * nll) / (sum(w) + 1e-5)`` and what ``mlm_loss`` and
+      ``mim_token_loss`` document for a batch where the Bernoulli masking picked nothing.
+      torch (since 1.11) returns NaN here instead, the mean of an empty set; a NaN would stop a
+      run at the divergence check on a batch that is merely unlucky, so the library keeps 0.
+    """
     if not is_fused():
         return cross_entropy_composed(logits, target, ignore_index, reduction)
     t = _check_targets(logits, target, ignore_index, reduction)
     return CrossEntropy(t, ignore_index, reduction)(logits)
 
 
-def _check_soft(logits: Any, target_probs: Any) -> None:
-    if tuple(logits.shape) != tuple(target_probs.shape):
+def _check_soft(logits: Any, target_probs: Any, axis: int) -> None:
+    """Same shapes, at least one dimension, and no empty batch or class axis (ValueError)."""
+    shape = tuple(logits.shape)
+    if shape != tuple(target_probs.shape):
         raise ValueError(
-            f"soft_cross_entropy: logits {tuple(logits.shape)} and target_probs "
+            f"soft_cross_entropy: logits {shape} and target_probs "
             f"{tuple(target_probs.shape)} must have the same shape"
         )
+    if not shape:
+        raise ValueError("soft_cross_entropy: logits must have a class axis, got shape ()")
+    if 0 in shape:
+        if not -len(shape) <= axis < len(shape):
+            raise ValueError(f"soft_cross_entropy: axis {axis} is out of range for logits of "
+                             f"shape {shape}")
+        what = (f"have no classes along axis {axis}" if shape[axis] == 0
+                else "are an empty batch (no rows)")
+        raise ValueError(f"soft_cross_entropy: logits of shape {shape} {what}; a loss needs "
+                         "at least one row and one class")
 
 
 def soft_cross_entropy_composed(logits: Any, target_probs: Any, axis: int = -1) -> Tensor:
     """$\\ell = -\\sum_k p_k \\log \\mathrm{softmax}(z)_k$ from primitives. Shapes: as
     ``soft_cross_entropy``."""
-    _check_soft(logits, target_probs)
+    _check_soft(logits, target_probs, axis)
     return -R.sum(target_probs * log_softmax_composed(logits, axis=axis), axis=axis)
 
 
@@ -202,8 +233,9 @@ def soft_cross_entropy(logits: Any, target_probs: Any, axis: int = -1) -> Tensor
 
     The DINO / iBOT building block: the teacher's probabilities p against the student's
     logits z (as DINO's main_dino.py DINOLoss, ``-q * log_softmax(s)`` summed over K).
-    Shapes: logits and target_probs (..., K) -> (...)."""
+    Shapes: logits and target_probs (..., K) -> (...). An empty batch (a 0 among the other
+    axes) or an empty class axis raises a ValueError naming the shape, as ``cross_entropy``."""
     if not is_fused():
         return soft_cross_entropy_composed(logits, target_probs, axis)
-    _check_soft(logits, target_probs)
+    _check_soft(logits, target_probs, axis)
     return SoftCrossEntropy(axis)(logits, target_probs)

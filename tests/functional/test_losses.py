@@ -100,11 +100,33 @@ def test_custom_ignore_index_and_all_ignored(device, fused):
     y = F.cross_entropy(leaf(z, device), t, ignore_index=2)
     np.testing.assert_allclose(float(host(y)), _ref_nll_rows(z, np.array([2, 0, 2]), 2).sum(),
                                rtol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_all_targets_ignored_gives_zero_loss_and_zero_gradient(device, fused, reduction):
+    """The documented decision (not torch's NaN): rows exist but none is kept -> 0, gradient 0,
+    so a batch where BERT masking picked nothing does not stop a run."""
+    z = np.random.default_rng(0).standard_normal((3, 4))
     x = leaf(z, device)
-    none_kept = F.cross_entropy(x, np.full(3, -100))
-    assert float(host(none_kept)) == 0.0
-    none_kept.backward()
+    none_kept = F.cross_entropy(x, np.full(3, -100), reduction=reduction)
+    assert none_kept.shape == ((3,) if reduction == "none" else ())
+    assert_close(none_kept, np.zeros(none_kept.shape))
+    assert np.isfinite(host(none_kept)).all()
+    none_kept.sum().backward()
     assert_close(x.grad, np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(("z_shape", "what"), [
+    ((0, 5), r"\(0, 5\) are an empty batch \(no rows\)"),
+    ((2, 0, 5), r"\(2, 0, 5\) are an empty batch \(no rows\)"),
+    ((3, 0), r"\(3, 0\) have no classes \(K = 0\)"),
+])
+def test_cross_entropy_on_an_empty_batch_raises(device, fused, reduction, z_shape, what):
+    """Issue 13 item 8: an empty batch used to return 0.0; now a ValueError naming the shape."""
+    t = np.zeros(z_shape[:-1], dtype=np.int64)
+    with pytest.raises(ValueError, match=r"^cross_entropy: logits of shape " + what):
+        F.cross_entropy(leaf(np.zeros(z_shape), device), t, reduction=reduction)
 
 
 def test_cross_entropy_float32(device, fused):
@@ -164,6 +186,17 @@ def test_soft_cross_entropy_of_equal_distributions_is_the_entropy(device, fused)
     p = np.array([[0.7, 0.2, 0.1]])
     y = F.soft_cross_entropy(leaf(np.log(p), device), leaf(p, device))
     assert_close(y, [-(p * np.log(p)).sum()])
+
+
+@pytest.mark.parametrize(("shape", "axis", "what"), [
+    ((0, 5), -1, r"\(0, 5\) are an empty batch"),
+    ((3, 0), -1, r"\(3, 0\) have no classes along axis -1"),
+    ((3, 0), 0, r"\(3, 0\) are an empty batch"),
+])
+def test_soft_cross_entropy_on_an_empty_batch_raises(device, fused, shape, axis, what):
+    z, p = leaf(np.zeros(shape), device), leaf(np.zeros(shape), device)
+    with pytest.raises(ValueError, match=r"^soft_cross_entropy: logits of shape " + what):
+        F.soft_cross_entropy(z, p, axis=axis)
 
 
 def test_soft_cross_entropy_shape_mismatch(device, fused):
