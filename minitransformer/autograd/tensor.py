@@ -45,8 +45,36 @@ def _is_array(a: Any) -> bool:
     return isinstance(a, np.ndarray) or type(a).__module__.startswith("cupy")
 
 
+_NUMERIC_KINDS = "biufc"  # bool, signed and unsigned integers, floats, complex
+_KIND_NAMES = {"O": "Python objects or None", "U": "str", "S": "bytes",
+               "V": "void (structured records)", "M": "datetime64", "m": "timedelta64"}
+
+
+def _check_numeric(dtype: Any, where: str) -> None:
+    """TypeError unless ``dtype`` holds numbers: a tensor of strings, objects or None would
+    only fail later, inside some op, with a raw NumPy error."""
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(
+            f"{where}: a Tensor holds numbers (bool, int, float), got dtype {dtype} "
+            f"({_KIND_NAMES.get(dtype.kind, dtype.kind)})"
+        )
+
+
 class Tensor:
     """An n-dimensional array that can record the ops applied to it.
+
+    Dtypes. A tensor holds numbers (bool, integers, floats); strings, Python objects and
+    None are refused with a TypeError when the tensor is made. Floats are float32 by default
+    and float64 wherever float64 is given (design §4). When an op mixes two dtypes, the one
+    rule is NumPy's promotion, the same for every op (``+ - * / **``, ``maximum``, ``where``,
+    ``@``/``matmul``, ``F.linear``, ...): float32 with float64 computes and returns float64,
+    as ``np.float32(1) * np.float64(1)`` and as torch. Python and NumPy *scalars* take the
+    tensor's dtype instead (``x * 0.5`` and ``x * np.float64(0.5)`` stay float32), so only a
+    real float64 array or tensor widens a result. Gradients never widen: the engine casts
+    each input's gradient back to that input's dtype, so a float32 parameter gets a float32
+    ``.grad`` even when it met float64 data. Mixing is allowed, not an error, because
+    float64 on purpose is common (gradient checks, float64 reference inputs); to keep a
+    model float32, give it float32 inputs or cast them with ``.astype(np.float32)``.
 
     Attributes:
         data: the raw NumPy or CuPy array.
@@ -71,6 +99,7 @@ class Tensor:
         if not _is_array(data):
             raise TypeError(f"Tensor wraps a NumPy or CuPy array, got {type(data).__name__}; "
                             "use mt.tensor(...) to convert lists and scalars")
+        _check_numeric(data.dtype, "Tensor")
         if requires_grad and not np.issubdtype(data.dtype, np.floating):
             raise TypeError(
                 f"only floating-point tensors can require gradients, got dtype {data.dtype}"
@@ -341,15 +370,36 @@ def _raw(x: Any) -> Any:
 
 
 # -------------------------------------------------------------------- constructors
-def _resolve_dtype(data: Any, dtype: Any) -> Any:
-    if dtype is not None:
-        return np.dtype(dtype)
-    if _is_array(data) or isinstance(data, np.generic):
-        return data.dtype  # keeps float64 (and ints) when given
-    probe = np.asarray(data)
-    if probe.dtype.kind == "f":
-        return backend.get_default_dtype()
-    return probe.dtype
+def _nested_to_host(data: Any) -> Any:
+    """``data`` with every Tensor and device (CuPy) array inside nested lists and tuples
+    replaced by a NumPy copy, so NumPy can stack them (CuPy refuses implicit conversion)."""
+    if isinstance(data, (list, tuple)):
+        return [_nested_to_host(x) for x in data]
+    if isinstance(data, Tensor):
+        data = data.data
+    return backend.to_numpy(data) if _is_array(data) else data
+
+
+def _host_array(data: Any) -> np.ndarray:
+    """A NumPy array from a Python scalar or (nested) list. Lists may hold Tensors and 0-d or
+    larger device arrays (``[loss_a, loss_b]`` on the GPU): those are copied to the host one
+    by one, only when NumPy alone cannot read the list."""
+    try:
+        a = np.asarray(data)
+    except TypeError:  # a CuPy array inside: its __array__ refuses implicit host conversion
+        a = None
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(f"tensor: cannot make a rectangular array from the data ({e})") from None
+    if (a is None or a.dtype.kind == "O") and isinstance(data, (list, tuple)):
+        try:
+            a = np.asarray(_nested_to_host(data))
+        except ValueError as e:
+            raise ValueError(
+                f"tensor: cannot make a rectangular array from the data ({e})"
+            ) from None
+    if a is None:
+        raise TypeError(f"tensor: cannot convert a {type(data).__name__} to an array")
+    return a
 
 
 def tensor(data: Any, requires_grad: bool = False, device: Any = None, dtype: Any = None) -> Tensor:
@@ -357,16 +407,27 @@ def tensor(data: Any, requires_grad: bool = False, device: Any = None, dtype: An
 
     Python floats become the default dtype (float32); arrays keep their dtype (float64 stays
     float64) unless ``dtype`` is given. ``device`` defaults to the array's own device for
-    arrays, else to the default device.
+    arrays, else to the default device. A list may hold Tensors or device arrays (e.g. 0-d
+    losses on the GPU): ``mt.tensor([a, b])`` stacks them on ``device`` (default: the default
+    device, as a list has no device of its own). Strings, Python objects and None raise a
+    TypeError naming the dtype.
     """
     if isinstance(data, Tensor):
         data = data.data
-    dt = _resolve_dtype(data, dtype)
+    if _is_array(data) or isinstance(data, np.generic):
+        src = data
+        natural = data.dtype  # keeps float64 (and ints) when given
+    else:
+        src = _host_array(data)
+        natural = backend.get_default_dtype() if src.dtype.kind == "f" else src.dtype
+    _check_numeric(src.dtype, "tensor")
+    dt = natural if dtype is None else np.dtype(dtype)
+    _check_numeric(dt, "tensor")
     if device is None and _is_array(data):
         dev = backend.device_of(data)
     else:
         dev = backend.as_device(device)
-    arr = dev.xp.asarray(backend.to_numpy(data) if dev.type == "cpu" else data, dtype=dt)
+    arr = dev.xp.asarray(backend.to_numpy(src) if dev.type == "cpu" else src, dtype=dt)
     if arr is data:
         arr = arr.copy()  # a new leaf owns its data
     return Tensor(arr, requires_grad=requires_grad)
@@ -379,6 +440,9 @@ def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
         return x
     if _is_array(x):
         return Tensor(x)
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"an op's operand must be a Tensor, an array or a number, got "
+                        f"{type(x).__name__} {x!r}")
     if like is not None:
         data = like.data
         dtype = data.dtype if data.dtype.kind == "f" else None

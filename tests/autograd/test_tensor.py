@@ -6,6 +6,8 @@ checked with gradcheck and a random upstream gradient.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,90 @@ def test_attributes(device, xp):
 def test_tensor_rejects_non_arrays():
     with pytest.raises(TypeError, match="mt.tensor"):
         mt.Tensor([1.0, 2.0])
+
+
+class _StrictDeviceArray:
+    """A stand-in for a CuPy array: the backend recognises it by its module name (as it does
+    CuPy's), ``get()`` copies it to the host, and, like CuPy, it refuses implicit host
+    conversion (``np.asarray`` on it raises TypeError)."""
+
+    __module__ = "cupy._core.core"
+
+    def __init__(self, a):
+        self._a = np.asarray(a)
+        self.shape, self.ndim, self.dtype = self._a.shape, self._a.ndim, self._a.dtype
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. "
+                        "Please use `.get()` to construct a NumPy array explicitly.")
+
+    def get(self):
+        return self._a.copy()
+
+
+@pytest.mark.parametrize(("data", "shown"), [
+    (["a", "b"], "<U1 (str)"),
+    ([None, None], "object (Python objects or None)"),
+    ([1.0, None], "object (Python objects or None)"),
+    (None, "object (Python objects or None)"),
+    ([b"x"], "|S1 (bytes)"),
+    (np.array(["ab"]), "<U2 (str)"),
+    (np.array([1.0], dtype=object), "object (Python objects or None)"),
+    (np.array(["2026-01-01"], dtype="datetime64[D]"), "datetime64[D] (datetime64)"),
+])
+def test_non_numeric_data_is_refused_when_the_tensor_is_made(data, shown):
+    """Issue 13 item 8: ``mt.tensor(["a", "b"])`` was accepted and failed later in an op."""
+    msg = r"tensor: a Tensor holds numbers \(bool, int, float\), got dtype " + re.escape(shown)
+    with pytest.raises(TypeError, match="^" + msg + "$"):
+        mt.tensor(data)
+    if isinstance(data, np.ndarray):
+        with pytest.raises(TypeError, match="^Tensor: a Tensor holds numbers"):
+            mt.Tensor(data)
+
+
+def test_non_numeric_dtype_or_operand_is_refused():
+    with pytest.raises(TypeError, match="got dtype <U3 \\(str\\)"):
+        mt.tensor([1.0], dtype="U3")
+    with pytest.raises(TypeError, match="got dtype <U1 \\(str\\)"):
+        mt.tensor(["1"], dtype=np.float32)  # refused, not parsed
+    x = mt.tensor([1.0, 2.0])
+    for bad in (None, "a", b"a"):
+        with pytest.raises(TypeError, match="operand must be a Tensor, an array or a number"):
+            x + bad
+        with pytest.raises(TypeError, match="operand must be a Tensor, an array or a number"):
+            bad * x
+
+
+def test_ragged_lists_are_a_clear_value_error():
+    with pytest.raises(ValueError, match="^tensor: cannot make a rectangular array"):
+        mt.tensor([[1.0, 2.0], [3.0]])
+
+
+def test_a_list_of_device_scalars_is_stacked(device, xp):
+    """Issue 13 item 9: ``mt.tensor([loss_a, loss_b])`` of 0-d device arrays (CuPy refuses
+    ``np.asarray`` on them). On the GPU with real CuPy arrays, everywhere with a stand-in."""
+    got = mt.tensor([xp.asarray(1.5), xp.asarray(2.5)], device=device)
+    assert got.dtype == np.float32 and got.device.type == device
+    np.testing.assert_array_equal(host(got.data), [1.5, 2.5])
+    got = mt.tensor([[xp.asarray(1.0), 2.0], [mt.tensor(3.0, device=device), 4.0]],
+                    dtype=np.float64, device=device)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(host(got.data), [[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_a_list_of_strict_device_arrays_is_read_through_the_backend():
+    a, b = _StrictDeviceArray(1.5), _StrictDeviceArray([2.5])
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray([a, a])  # the stand-in is as strict as CuPy
+    got = mt.tensor([a, _StrictDeviceArray(2.5)])
+    assert got.dtype == np.float32 and got.device.type == "cpu"
+    np.testing.assert_array_equal(got.data, [1.5, 2.5])
+    got = mt.tensor([[a, 3.0], [2.0, _StrictDeviceArray(4)]])
+    np.testing.assert_array_equal(got.data, [[1.5, 3.0], [2.0, 4.0]])
+    assert got.dtype == np.float32
+    got = mt.tensor([b, _StrictDeviceArray([3.5])], dtype=np.float64)  # 1-d device arrays
+    assert got.shape == (2, 1) and got.dtype == np.float64
+    np.testing.assert_array_equal(got.data, [[2.5], [3.5]])
 
 
 def test_numpy_item_tolist(device, xp):
@@ -143,6 +229,60 @@ def test_python_scalars_keep_float32(device, xp):
     x = mt.tensor(xp.ones(3, dtype=xp.float32), requires_grad=True)
     for y in (x * 0.5, 0.5 + x, x / 3.0, x**2, 1.0 - x):
         assert y.dtype == np.float32
+    for y in (x * np.float64(0.5), np.float64(2.0) - x):  # NumPy scalars too (Tensor docstring)
+        assert y.dtype == np.float32
+
+
+# The one dtype rule (Tensor's docstring): mixing float32 and float64 tensors follows NumPy's
+# promotion in every op, and each input's gradient keeps that input's dtype.
+MIXED_OPS = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,  # b > 1 (below)
+    "pow": lambda a, b: a ** b,  # a > 1 (below)
+    "maximum": lambda a, b: mt.functional.maximum(a, b),
+    "where": lambda a, b: mt.functional.where(a.data > 0, a, b),
+    "matmul": lambda a, b: a @ b,
+    "linear": lambda a, b: mt.functional.linear(a, b),
+}
+
+
+@pytest.mark.parametrize("order", ["f32-f64", "f64-f32"])
+@pytest.mark.parametrize("name", list(MIXED_OPS))
+def test_mixing_float32_and_float64_follows_numpy_promotion(name, order, device, xp, rng):
+    fn = MIXED_OPS[name]
+    dtypes = (np.float32, np.float64) if order == "f32-f64" else (np.float64, np.float32)
+    square = name in ("matmul", "linear")
+    shapes = ((2, 3), (3, 3)) if square else ((2, 3), (2, 3))
+    raw = [rng.standard_normal(s) for s in shapes]
+    if name in ("div", "pow"):  # a positive base, a divisor away from 0
+        raw[name == "div"] = np.abs(raw[name == "div"]) + 1.0
+    raw = [r.astype(dt) for r, dt in zip(raw, dtypes)]
+    a, b = (mt.tensor(xp.asarray(r), requires_grad=True) for r in raw)
+    y = fn(a, b)
+    assert y.dtype == np.result_type(*dtypes) == np.float64, name
+    # the values are the float64 computation of the inputs as given
+    a64, b64 = (mt.tensor(xp.asarray(r.astype(np.float64))) for r in raw)
+    np.testing.assert_allclose(host(y.data), host(fn(a64, b64).data), rtol=1e-12, atol=1e-12)
+    y.sum().backward()
+    assert a.grad.dtype == dtypes[0] and b.grad.dtype == dtypes[1], name
+
+
+@pytest.mark.parametrize("dtypes", [(np.float64, np.float32, np.float32),
+                                    (np.float32, np.float64, np.float32),
+                                    pytest.param((np.float32, np.float32, np.float64), marks=(
+                                        pytest.mark.xfail(strict=True, reason=(
+                                            "linalg.Linear adds the bias in place (y += bias),"
+                                            " so a float64 bias alone keeps float32: "
+                                            "reported to the lead (issue 13, H13d)"))))])
+def test_linear_with_bias_follows_the_same_promotion(dtypes, device, xp, rng):
+    x, w, b = (mt.tensor(xp.asarray(rng.standard_normal(s).astype(dt)), requires_grad=True)
+               for s, dt in zip(((2, 3), (3, 4), (4,)), dtypes))
+    y = mt.functional.linear(x, w, b)
+    assert y.dtype == np.result_type(*dtypes) == np.float64
+    y.sum().backward()
+    assert (x.grad.dtype, w.grad.dtype, b.grad.dtype) == dtypes
 
 
 METHODS = {
