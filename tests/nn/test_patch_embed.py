@@ -73,3 +73,41 @@ def test_bad_inputs():
         pe(np.zeros((3, 8, 8), dtype=np.float32))
     with pytest.raises(ValueError, match=r"img_size \(10, 10\) is not divisible by patch_size 4"):
         nn.PatchEmbed(10, 4, 3, 5)
+
+
+_LOOKS_CHANNELS_LAST = r"looks like channels-last \(B, H, W, C\).*expects \(B, C, H, W\)"
+
+
+@pytest.mark.parametrize(("img", "P", "C"), [(32, 8, 3), (8, 4, 3), (28, 4, 1), (16, 4, 4)])
+def test_a_channels_last_image_is_named_as_such(img, P, C):
+    """Issue 13 item 8: (B, H, W, C) used to give '32x3 is not divisible by 8'. Whether or
+    not the patch size divides C, the message names the layout and the fix."""
+    pe = nn.PatchEmbed(img, P, C, 5)
+    x = np.zeros((2, img, img, C), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"^PatchEmbed: .*" + _LOOKS_CHANNELS_LAST
+                       + r".*x\.transpose\(0, 3, 1, 2\)"):
+        pe(x)
+    with pytest.raises(ValueError, match=_LOOKS_CHANNELS_LAST):
+        pe.check_images(x.shape)
+    assert pe(x.transpose(0, 3, 1, 2)).shape == (2, (img // P) ** 2, 5)  # the fix works
+
+
+def test_a_channels_last_image_given_to_the_vision_transformer():
+    """VisionTransformer reads the patch grid with ``patch_embed.grid(H, W)`` before the
+    forward pass: that message names the layout too."""
+    from minitransformer.models import VisionTransformer, ViTConfig
+
+    cfg = ViTConfig.preset("vit-nano")
+    model = VisionTransformer(cfg)
+    x = np.zeros((2, cfg.img_size, cfg.img_size, cfg.in_chans), dtype=np.float32)
+    with pytest.raises(ValueError, match=_LOOKS_CHANNELS_LAST) as err:
+        model(x)
+    assert "not divisible" not in str(err.value).split("(")[0]  # leads with the layout
+    assert model(x.transpose(0, 3, 1, 2)).shape[0] == 2
+
+
+def test_grey_images_without_a_channel_axis_are_told_to_add_one():
+    pe = nn.PatchEmbed(8, 4, 1, 5)
+    with pytest.raises(ValueError, match=r"got shape \(2, 8, 8\); for grey images \(B, H, W\) "
+                                         r"add the channel axis: x\[:, None\]"):
+        pe(np.zeros((2, 8, 8), dtype=np.float32))
