@@ -191,3 +191,103 @@ def test_mlm_predicts_only_masked_positions():
     np.testing.assert_array_equal(target, ids.reshape(-1)[sel])
     ev = r.evaluate()
     assert ev["ratio_to_unigram"] == pytest.approx(ev["masked_acc"] / ev["unigram_acc"])
+
+
+# ---------------------------------------------------------------------- settings' ranges
+def test_every_setting_has_an_allowed_range_and_every_preset_is_valid():
+    """Each setting that is not a bool has a rule (a range, a choice or a pair), and the
+    presets, the shipped checkpoints' settings among them, pass their own rules."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from minitransformer.train import recipe_class
+    from minitransformer.train.recipes.base import config_limits
+
+    for name in ALL:
+        cls = recipe_class(name)
+        rules = config_limits(cls.Config)
+        missing = [f.name for f in dataclasses.fields(cls.Config)
+                   if f.name not in rules and not isinstance(f.default, bool)]
+        assert not missing, (name, missing)
+        for preset in cls.PRESETS:
+            cls.make_config(preset)
+    cards = Path(mt.__file__).parent / "pretrained" / "checkpoints"
+    for card in sorted(cards.glob("*.json")):
+        meta = json.loads(card.read_text())["metadata"]
+        recipe_class(meta["recipe"]).make_config(meta["preset"], **meta["settings"])
+
+
+@pytest.mark.parametrize("name, setting, value, allowed", [
+    ("supervised", "batch_size", 0, "an integer in [1, 65536]"),
+    ("supervised", "steps", -3, "an integer in [0, 10000000]"),
+    ("supervised", "eval_size", -1, "an integer in [0, 200000]"),
+    ("supervised", "lr", 0.0, "a finite number > 0"),
+    ("supervised", "lr", float("inf"), "a finite number > 0"),
+    ("supervised", "lr", float("nan"), "a finite number > 0"),
+    ("supervised", "dim", 60000, "an integer in [1, 4096]"),
+    ("supervised", "depth", 1000, "an integer in [1, 64]"),
+    ("supervised", "seed", -1, "an integer in [0, 4294967295]"),
+    ("supervised", "weight_decay", -0.1, "a finite number >= 0"),
+    ("supervised", "crop_scale", 1.5, "a finite number in (0, 1]"),
+    ("mlm", "mask_prob", 1.5, "a finite number in (0, 1]"),
+    ("mlm", "mask_prob", 0.0, "a finite number in (0, 1]"),
+    ("mim", "mask_ratio", 1.0, "a finite number in (0, 1)"),
+    ("mim", "n_train", 10**9, "an integer in [1, 200000]"),
+    ("clip", "init_temperature", 0.0, "a finite number in (0, 1]"),
+    ("dino", "n_local", -1, "an integer in [0, 32]"),
+    ("dino", "momentum_teacher", 1.5, "a finite number in [0, 1]"),
+    ("dino", "out_dim", 10**6, "an integer in [1, 65536]"),
+    ("dinov2", "mask_probability", -0.5, "a finite number in [0, 1]"),
+])
+def test_a_setting_out_of_range_names_the_setting_value_and_range(name, setting, value, allowed):
+    with pytest.raises(ValueError) as e:
+        make_recipe(name, preset="tiny", **{setting: value})
+    assert f"{setting}={value!r}" in str(e.value) and f"(allowed: {allowed})" in str(e.value)
+
+
+@pytest.mark.parametrize("name, overrides, message", [
+    ("supervised", dict(betas=[0.9, 1.0]), r"betas=\(0.9, 1.0\) \(allowed: a pair of numbers"),
+    ("supervised", dict(betas=[0.9]), r"betas=\(0.9,\) \(allowed: a pair"),
+    ("supervised", dict(betas="0.9,0.99"), r"write a JSON list: betas=\[0.9, 0.999\]"),
+    ("dino", dict(global_scale=(0.9, 0.4)), r"global_scale=\(0.9, 0.4\) \(allowed: a pair "
+                                            r"\[low, high\] with low <= high"),
+    ("dino", dict(augment="strong"), r"unknown augment 'strong' \(allowed: one of 'dino', "
+                                     r"'light'\)"),
+    ("supervised", dict(num_heads=3), "num_heads=3 does not divide dim=16"),
+    ("supervised", dict(patch_size=3), "patch_size=3 does not divide the digits' image size=8"),
+    ("dinov2", dict(mask_ratio_min=0.6), "mask_ratio_min=0.6 is above mask_ratio_max=0.5"),
+    ("mim", dict(mask="block", mask_ratio=0.01), "mask_ratio=0.01 masks no patch of 16"),
+])
+def test_pairs_choices_and_rules_between_settings(name, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make_recipe(name, preset="tiny", **overrides)
+
+
+def test_every_problem_is_listed_and_betas_need_no_order():
+    with pytest.raises(ValueError, match=r"steps=-3 .*; batch_size=0 .*; eval_size=-1"):
+        make_recipe("supervised", preset="tiny", batch_size=0, steps=-3, eval_size=-1)
+    assert make_recipe("supervised", preset="tiny", betas=(0.99, 0.9)).cfg.betas == (0.99, 0.9)
+
+
+def test_settings_are_checked_before_anything_is_built(monkeypatch):
+    """``dim=60000`` must be refused before the data and the weights (tens of GiB) exist."""
+    from minitransformer.train.recipes.supervised import SupervisedRecipe
+
+    built = []
+    monkeypatch.setattr(SupervisedRecipe, "build", lambda self: built.append(1))
+    with pytest.raises(ValueError, match="dim=60000"):
+        SupervisedRecipe(preset="tiny", dim=60000)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        SupervisedRecipe(preset="tiny", batch_size=0)
+    assert built == []
+    SupervisedRecipe(preset="tiny")  # the monkeypatch itself works
+    assert built == [1]
+
+
+def test_the_seed_as_a_setting_is_the_seed_argument():
+    """``--set seed=3`` and ``--seed 3`` are the same run."""
+    a = make_recipe("supervised", preset="tiny", seed=3)
+    b = make_recipe("supervised", preset="tiny", **{"seed": 3})
+    assert a.cfg == b.cfg and a.cfg.seed == 3
+    assert a.train_step(0)["loss"] == b.train_step(0)["loss"]

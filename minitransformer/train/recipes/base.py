@@ -10,11 +10,20 @@ Every random draw of the data pipeline (batch indices, augmentations, masks) com
 ``self.rng``, one ``np.random.Generator`` whose state is saved in the checkpoint's JSON
 sidecar, and models are initialised right after ``mt.manual_seed(seed)``; so a run is a
 function of its config, and a resumed run reproduces the losses of an uninterrupted one.
+
+Every setting is checked when the recipe is built, before any data or weight is allocated
+(``BaseRecipe.make_config``): its type (``_coerce``), its range (each Config's ``RANGES``:
+``batch_size >= 1``, ``steps >= 0``, ``lr > 0``, probabilities and momenta in [0, 1], ...) and
+the rules that tie settings together (``checks()``: heads divide the width, the patch size
+divides the image). Sizes have a stated upper limit (``LIMITS``: e.g. ``dim`` up to 4096,
+``depth`` up to 64, generated images up to 200,000 per split), so ``dim=60000`` is refused with
+the setting, its value and the allowed range instead of exhausting the memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,9 +37,127 @@ from ...nn import Module
 from ...optim import AdamW, clip_grad_norm_, clip_grad_per_param_, param_groups
 from ...optim.schedules import cosine_schedule
 
-__all__ = ["PRESET_NAMES", "BaseConfig", "BaseRecipe", "batched", "to_device"]
+__all__ = ["LIMITS", "PRESET_NAMES", "BaseConfig", "BaseRecipe", "Choice", "Pair", "Range",
+           "batched", "check_divides", "check_heads", "config_limits", "to_device",
+           "validate_config"]
 
 PRESET_NAMES = ("tiny", "cpu", "gpu")
+
+# The stated upper limits of the recipes' sizes, checked when a recipe is built (before any
+# data or weight is allocated): generous for these datasets, and far below what would exhaust a
+# machine's memory by mistake (``dim=60000`` would ask for tens of GiB).
+LIMITS: dict[str, int] = {
+    "steps": 10_000_000,  # optimiser steps
+    "batch_size": 65_536,  # examples per step
+    "dim": 4096,  # model widths (embedding, text tower, projection, head bottleneck)
+    "depth": 64,  # transformer blocks
+    "heads": 128,  # attention heads
+    "hidden": 16_384,  # head MLP widths
+    "prototypes": 65_536,  # DINO's K (the paper's 65,536)
+    "examples": 200_000,  # generated images per split (12 KiB each at 32x32 RGB)
+    "seq_len": 2048,  # tokens per sequence
+    "vocab": 1_000_000,  # tokenizer vocabulary
+    "crops": 32,  # DINO's local crops
+    "seed": 2**32 - 1,  # NumPy and CuPy seeds
+}
+
+
+def _fmt(x: float | None) -> str:
+    """A bound as a reader writes it: 10000000, 0.5."""
+    if x is not None and float(x).is_integer():
+        return str(int(x))
+    return repr(x)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A number between ``lo`` and ``hi`` (None: unbounded; ``*_open``: the bound excluded).
+    Floats must be finite; ``integer`` asks for an int."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a finite number"
+        lo, hi = _fmt(self.lo), _fmt(self.hi)
+        if self.lo is not None and self.hi is not None:
+            return (f"{kind} in {'(' if self.lo_open else '['}{lo}, "
+                    f"{hi}{')' if self.hi_open else ']'}")
+        if self.lo is not None:
+            return f"{kind} {'>' if self.lo_open else '>='} {lo}"
+        if self.hi is not None:
+            return f"{kind} {'<' if self.hi_open else '<='} {hi}"
+        return kind
+
+    def ok(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            return False
+        if self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
+            return False
+        return True
+
+    def check(self, name: str, value: Any) -> str | None:
+        return None if self.ok(value) else f"{name}={value!r} (allowed: {self.describe()})"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two numbers, each in ``each``; with ``ordered`` a (low, high) range: low <= high."""
+
+    each: Range
+    ordered: bool = True
+
+    def describe(self) -> str:
+        if self.ordered:
+            return f"a pair [low, high] with low <= high, each {self.each.describe()}"
+        return f"a pair of numbers, each {self.each.describe()}"
+
+    def check(self, name: str, value: Any) -> str | None:
+        good = (isinstance(value, (tuple, list)) and len(value) == 2
+                and all(self.each.ok(v) for v in value)
+                and (not self.ordered or value[0] <= value[1]))
+        return None if good else f"{name}={value!r} (allowed: {self.describe()})"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of ``values``."""
+
+    values: tuple[Any, ...]
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(repr(v) for v in self.values)
+
+    def check(self, name: str, value: Any) -> str | None:
+        if value in self.values:
+            return None
+        return f"unknown {name} {value!r} (allowed: {self.describe()})"
+
+
+def _ints(lo: int, hi: int) -> Range:
+    return Range(lo, hi, integer=True)
+
+
+POSITIVE = Range(0, None, lo_open=True)  # a finite number > 0
+NON_NEGATIVE = Range(0, None)  # a finite number >= 0
+UNIT = Range(0, 1)  # probabilities, momenta, ratios
+STEPS = _ints(0, LIMITS["steps"])
+DIM = _ints(1, LIMITS["dim"])
+DEPTH = _ints(1, LIMITS["depth"])
+HEADS = _ints(1, LIMITS["heads"])
+EXAMPLES = _ints(1, LIMITS["examples"])
+MLP_RATIO = Range(0, 64, lo_open=True)
+IMAGE_SIZES = {"digits": 8, "shapes": 32}  # the datasets' image sizes (pixels per side)
+DATASETS = Choice(tuple(IMAGE_SIZES))
 
 
 @dataclass
@@ -49,9 +176,71 @@ class BaseConfig:
     fixed_batch: bool = False  # reuse one batch and one set of augmentations (overfit test)
     eval_size: int = 0  # examples used by evaluate (0 = all of the evaluation set)
 
+    # The allowed values of each setting (a subclass's ``RANGES`` adds to its bases'; every
+    # setting that is not a bool has one: a test checks it). ``checks()`` adds the rules that
+    # tie settings together.
+    RANGES: ClassVar[dict[str, Any]] = {
+        "steps": STEPS,
+        "batch_size": _ints(1, LIMITS["batch_size"]),
+        "lr": POSITIVE,
+        "min_lr": NON_NEGATIVE,
+        "warmup_steps": STEPS,
+        "weight_decay": NON_NEGATIVE,
+        # each beta below 1: 1 would divide by zero in the bias correction
+        "betas": Pair(Range(0, 1, hi_open=True), ordered=False),
+        "clip_grad": NON_NEGATIVE,
+        "seed": _ints(0, LIMITS["seed"]),
+        "eval_size": _ints(0, LIMITS["examples"]),
+    }
+
+    def checks(self) -> list[str]:
+        """Problems that involve several settings (each a phrase naming them and the values);
+        recipes extend this."""
+        return []
+
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 _ARTICLE = {int: "an"}
+
+
+def config_limits(config_cls: type) -> dict[str, Any]:
+    """Each setting's allowed values: the ``RANGES`` of ``config_cls`` and of its bases."""
+    out: dict[str, Any] = {}
+    for klass in reversed(config_cls.__mro__):
+        out.update(klass.__dict__.get("RANGES", {}))
+    return out
+
+
+def validate_config(cfg: Any, owner: str = "") -> None:
+    """Raise ``ValueError`` naming every setting of ``cfg`` outside its allowed values (the
+    setting, the value and the range), and every broken rule between settings."""
+    limits = config_limits(type(cfg))
+    problems = []
+    for f in dataclasses.fields(cfg):
+        rule = limits.get(f.name)
+        if rule is not None:
+            problem = rule.check(f.name, getattr(cfg, f.name))
+            if problem:
+                problems.append(problem)
+    if not problems:  # the rules between settings assume each one is in range
+        problems = list(cfg.checks())
+    if problems:
+        prefix = f"{owner}: " if owner else ""
+        raise ValueError(f"{prefix}invalid setting(s): " + "; ".join(problems))
+
+
+def check_divides(name: str, value: int, size_name: str, size: int) -> list[str]:
+    """``value`` must divide ``size`` (e.g. the patch size the image size)."""
+    if size % value:
+        return [f"{name}={value} does not divide {size_name}={size}"]
+    return []
+
+
+def check_heads(dim_name: str, dim: int, heads_name: str, heads: int) -> list[str]:
+    if dim % heads:
+        return [f"{heads_name}={heads} does not divide {dim_name}={dim} (each head gets "
+                f"{dim_name} / {heads_name} channels)"]
+    return []
 
 
 def _coerce(owner: str, name: str, value: Any, default: Any) -> Any:
@@ -77,6 +266,10 @@ def _coerce(owner: str, name: str, value: Any, default: Any) -> Any:
     elif kind is tuple:
         if isinstance(value, (list, tuple)):  # JSON (a checkpoint's config) has lists
             return tuple(value)
+        article = "a"
+        raise ValueError(f"{owner}: setting {name}={value!r} is not {article} tuple (default "
+                         f"{default!r}; on the command line write a JSON list: "
+                         f"{name}={json.dumps(list(default))})")
     elif kind is str:
         if isinstance(value, str):
             return value
@@ -103,21 +296,7 @@ class BaseRecipe:
 
     def __init__(self, preset: str = "cpu", device: str | None = None, seed: int | None = None,
                  **overrides: Any):
-        if preset not in self.PRESETS:
-            raise ValueError(f"{type(self).__name__}: unknown preset {preset!r}; known: "
-                             f"{sorted(self.PRESETS)}")
-        fields = {f.name for f in dataclasses.fields(self.Config)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown settings {unknown}; the "
-                             f"{self.name} recipe has {sorted(fields)}")
-        values = {**self.PRESETS[preset], **overrides}
-        if seed is not None:
-            values["seed"] = int(seed)
-        for f in dataclasses.fields(self.Config):
-            if f.name in values and f.default is not dataclasses.MISSING:
-                values[f.name] = _coerce(type(self).__name__, f.name, values[f.name], f.default)
-        self.cfg = self.Config(**values)
+        self.cfg = self.make_config(preset, seed=seed, **overrides)  # validated: nothing built
         self.preset = preset
         self.device = backend.as_device(device if device is not None else "cpu")
         self.rng = np.random.default_rng(self.cfg.seed)
@@ -128,6 +307,32 @@ class BaseRecipe:
         self.build()
         for m in self.modules.values():
             m.to(self.device)
+
+    @classmethod
+    def make_config(cls, preset: str = "cpu", seed: int | None = None,
+                    **overrides: Any) -> Any:
+        """The validated settings ``preset`` + ``overrides`` give (``seed``, when not None, is
+        the ``seed`` setting), without building anything: an unknown preset or setting, a value
+        of the wrong type or outside its range raises ``ValueError`` naming the setting, the
+        value and what is allowed."""
+        owner = cls.name or cls.__name__
+        if preset not in cls.PRESETS:
+            raise ValueError(f"{owner}: unknown preset {preset!r}; known: "
+                             f"{', '.join(cls.PRESETS)}")
+        fields = {f.name for f in dataclasses.fields(cls.Config)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"{owner}: unknown settings {unknown}; the {cls.name} recipe has "
+                             f"{', '.join(sorted(fields))}")
+        values = {**cls.PRESETS[preset], **overrides}
+        if seed is not None:
+            values["seed"] = seed
+        for f in dataclasses.fields(cls.Config):
+            if f.name in values and f.default is not dataclasses.MISSING:
+                values[f.name] = _coerce(owner, f.name, values[f.name], f.default)
+        cfg = cls.Config(**values)
+        validate_config(cfg, owner)
+        return cfg
 
     # ------------------------------------------------------------------ to override
     def build(self) -> None:

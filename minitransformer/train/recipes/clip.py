@@ -36,7 +36,20 @@ from ...eval import zero_shot_accuracy, zero_shot_class_embeddings
 from ...models import TextConfig, ViTConfig
 from ...models.clip import CLIP
 from ...objectives import clamp_logit_scale, clip_loss
-from .base import BaseConfig, BaseRecipe, batched, to_device
+from .base import (
+    DEPTH,
+    DIM,
+    EXAMPLES,
+    HEADS,
+    MLP_RATIO,
+    BaseConfig,
+    BaseRecipe,
+    Range,
+    batched,
+    check_divides,
+    check_heads,
+    to_device,
+)
 
 __all__ = ["CLIPConfig", "CLIPRecipe", "all_captions"]
 
@@ -72,6 +85,20 @@ class CLIPConfig(BaseConfig):
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.98)
     init_temperature: float = 0.07
+
+    RANGES: ClassVar[dict[str, Any]] = {
+        "n_train": EXAMPLES, "n_test": EXAMPLES,
+        "context_length": Range(3, 64, integer=True),  # [CLS] + a word + [EOT] at least
+        "embed_dim": DIM, "dim": DIM, "depth": DEPTH, "num_heads": HEADS,
+        "patch_size": Range(1, 32, integer=True), "text_dim": DIM, "text_depth": DEPTH,
+        "text_heads": HEADS, "mlp_ratio": MLP_RATIO,
+        "init_temperature": Range(0, 1, lo_open=True),
+    }
+
+    def checks(self) -> list[str]:
+        return (check_heads("dim", self.dim, "num_heads", self.num_heads)
+                + check_heads("text_dim", self.text_dim, "text_heads", self.text_heads)
+                + check_divides("patch_size", self.patch_size, "the shapes image size", 32))
 
 
 class CLIPRecipe(BaseRecipe):

@@ -49,7 +49,29 @@ from ...objectives import (
 from ...optim.ema import ema_update
 from ...optim.schedules import teacher_momentum_schedule, teacher_temp_schedule
 from ._views import ImageSet, load_image_set, make_views
-from .base import BaseConfig, BaseRecipe, batched, to_device
+from .base import (
+    DATASETS,
+    DEPTH,
+    DIM,
+    EXAMPLES,
+    HEADS,
+    IMAGE_SIZES,
+    LIMITS,
+    MLP_RATIO,
+    NON_NEGATIVE,
+    POSITIVE,
+    STEPS,
+    UNIT,
+    BaseConfig,
+    BaseRecipe,
+    Choice,
+    Pair,
+    Range,
+    batched,
+    check_divides,
+    check_heads,
+    to_device,
+)
 
 __all__ = ["SHAPES_CPU", "SHAPES_GPU", "SHAPES_TINY", "DINOConfig", "DINORecipe"]
 
@@ -120,6 +142,32 @@ class DINOConfig(BaseConfig):
     local_size: int = 4
     global_scale: tuple[float, float] = (0.5, 1.0)
     local_scale: tuple[float, float] = (0.15, 0.5)
+
+    RANGES: ClassVar[dict[str, Any]] = {
+        "dataset": DATASETS, "n_train": EXAMPLES, "n_eval_train": EXAMPLES, "n_test": EXAMPLES,
+        "background": Pair(UNIT), "dim": DIM, "depth": DEPTH, "num_heads": HEADS,
+        "patch_size": Range(1, 32, integer=True), "mlp_ratio": MLP_RATIO,
+        "out_dim": Range(1, LIMITS["prototypes"], integer=True),
+        "hidden_dim": Range(1, LIMITS["hidden"], integer=True), "bottleneck_dim": DIM,
+        "student_temp": POSITIVE, "teacher_temp": POSITIVE, "warmup_teacher_temp": POSITIVE,
+        "warmup_teacher_temp_steps": STEPS, "center_momentum": UNIT, "momentum_teacher": UNIT,
+        "weight_decay_end": NON_NEGATIVE, "clip_grad_per_param": NON_NEGATIVE,
+        "freeze_last_layer_steps": STEPS, "augment": Choice(("dino", "light")),
+        "n_local": Range(0, LIMITS["crops"], integer=True),
+        "local_size": Range(1, 32, integer=True),
+        "global_scale": Pair(Range(0, 1, lo_open=True)),
+        "local_scale": Pair(Range(0, 1, lo_open=True)),
+    }
+
+    def checks(self) -> list[str]:
+        size = IMAGE_SIZES[self.dataset]
+        out = (check_heads("dim", self.dim, "num_heads", self.num_heads)
+               + check_divides("patch_size", self.patch_size, f"the {self.dataset} image size",
+                               size))
+        if self.local_size > size:
+            out.append(f"local_size={self.local_size} is larger than the {self.dataset} "
+                       f"image size {size}")
+        return out
 
 
 class DINORecipe(BaseRecipe):

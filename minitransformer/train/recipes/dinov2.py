@@ -43,7 +43,7 @@ from ...objectives import (
     koleo_loss,
 )
 from ...optim.ema import ema_update
-from .base import to_device
+from .base import NON_NEGATIVE, UNIT, to_device
 from .dino import SHAPES_CPU, SHAPES_GPU, SHAPES_TINY, DINOConfig, DINORecipe
 
 __all__ = ["DINOv2Config", "DINOv2Model", "DINOv2Recipe"]
@@ -62,6 +62,18 @@ class DINOv2Config(DINOConfig):
     norm_last_layer: bool = False  # DINOv2 trains weight_g
     clip_grad_per_param: float = 0.0  # DINOv2 clips a global norm instead:
     clip_grad: float = 3.0  # here one norm over the student (DINOv2: backbone, head each)
+
+    RANGES: ClassVar[dict[str, Any]] = {
+        "w_dino": NON_NEGATIVE, "w_ibot": NON_NEGATIVE, "w_koleo": NON_NEGATIVE,
+        "mask_probability": UNIT, "mask_ratio_min": UNIT, "mask_ratio_max": UNIT,
+    }
+
+    def checks(self) -> list[str]:
+        out = super().checks()
+        if self.mask_ratio_min > self.mask_ratio_max:
+            out.append(f"mask_ratio_min={self.mask_ratio_min} is above mask_ratio_max="
+                       f"{self.mask_ratio_max}")
+        return out
 
 
 class DINOv2Model(Module):

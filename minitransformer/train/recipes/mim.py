@@ -37,7 +37,23 @@ from ...objectives import (
     random_patch_mask,
 )
 from ._views import ImageSet, load_image_set
-from .base import BaseConfig, BaseRecipe, batched, to_device
+from .base import (
+    DATASETS,
+    DEPTH,
+    DIM,
+    EXAMPLES,
+    HEADS,
+    IMAGE_SIZES,
+    MLP_RATIO,
+    BaseConfig,
+    BaseRecipe,
+    Choice,
+    Range,
+    batched,
+    check_divides,
+    check_heads,
+    to_device,
+)
 
 __all__ = ["MIMConfig", "MIMModel", "MIMRecipe"]
 
@@ -58,6 +74,26 @@ class MIMConfig(BaseConfig):
     num_heads: int = 4
     patch_size: int = 4
     mlp_ratio: float = 4.0
+
+    RANGES: ClassVar[dict[str, Any]] = {
+        "dataset": DATASETS, "target": Choice(("pixel", "token")),
+        "mask": Choice(("random", "block")),
+        "mask_ratio": Range(0, 1, lo_open=True, hi_open=True),  # some masked, some visible
+        "num_tokens": Range(2, 65_536, integer=True), "n_train": EXAMPLES,
+        "n_eval_train": EXAMPLES, "n_test": EXAMPLES, "dim": DIM, "depth": DEPTH,
+        "num_heads": HEADS, "patch_size": Range(1, 32, integer=True), "mlp_ratio": MLP_RATIO,
+    }
+
+    def checks(self) -> list[str]:
+        size = IMAGE_SIZES[self.dataset]
+        out = (check_heads("dim", self.dim, "num_heads", self.num_heads)
+               + check_divides("patch_size", self.patch_size, f"the {self.dataset} image size",
+                               size))
+        n = (size // self.patch_size) ** 2
+        if not out and self.mask == "block" and round(self.mask_ratio * n) < 1:
+            out.append(f"mask_ratio={self.mask_ratio} masks no patch of {n} (block masks "
+                       f"round(mask_ratio * {n}) patches)")
+        return out
 
 
 class MIMModel(Module):

@@ -25,7 +25,18 @@ from ...models import TextConfig, TextTransformer
 from ...models.heads import MLMHead
 from ...nn import Module
 from ...objectives import mask_tokens, mlm_loss
-from .base import BaseConfig, BaseRecipe, to_device
+from .base import (
+    DEPTH,
+    DIM,
+    HEADS,
+    LIMITS,
+    MLP_RATIO,
+    BaseConfig,
+    BaseRecipe,
+    Range,
+    check_heads,
+    to_device,
+)
 
 __all__ = ["MLMConfig", "MLMModel", "MLMRecipe"]
 
@@ -40,6 +51,17 @@ class MLMConfig(BaseConfig):
     mask_prob: float = 0.15  # BERT
     holdout: float = 0.1  # fraction of the sequences held out for evaluation (every 10th)
     max_vocab: int = 0  # 0 = every word of the corpus
+
+    RANGES: ClassVar[dict[str, Any]] = {
+        "seq_len": Range(2, LIMITS["seq_len"], integer=True),  # [CLS] + at least one token
+        "dim": DIM, "depth": DEPTH, "num_heads": HEADS, "mlp_ratio": MLP_RATIO,
+        "mask_prob": Range(0, 1, lo_open=True),  # 0 would predict nothing (an empty loss)
+        "holdout": Range(0, 0.5, lo_open=True),  # every round(1 / holdout)-th sequence
+        "max_vocab": Range(0, LIMITS["vocab"], integer=True),
+    }
+
+    def checks(self) -> list[str]:
+        return check_heads("dim", self.dim, "num_heads", self.num_heads)
 
 
 class MLMModel(Module):

@@ -19,7 +19,19 @@ import numpy as np
 from ... import functional as F
 from ...data import load_digits, random_resized_crop
 from ...models import VisionTransformer, ViTConfig
-from .base import BaseConfig, BaseRecipe, batched, to_device
+from .base import (
+    DEPTH,
+    DIM,
+    HEADS,
+    MLP_RATIO,
+    BaseConfig,
+    BaseRecipe,
+    Range,
+    batched,
+    check_divides,
+    check_heads,
+    to_device,
+)
 
 __all__ = ["SupervisedConfig", "SupervisedRecipe"]
 
@@ -33,6 +45,15 @@ class SupervisedConfig(BaseConfig):
     mlp_ratio: float = 4.0
     augment: bool = False  # random resized crop, scale (crop_scale, 1), aspect (0.9, 1.1)
     crop_scale: float = 0.8
+
+    RANGES: ClassVar[dict[str, Any]] = {
+        "dim": DIM, "depth": DEPTH, "num_heads": HEADS, "patch_size": Range(1, 8, integer=True),
+        "mlp_ratio": MLP_RATIO, "crop_scale": Range(0, 1, lo_open=True),
+    }
+
+    def checks(self) -> list[str]:
+        return (check_heads("dim", self.dim, "num_heads", self.num_heads)
+                + check_divides("patch_size", self.patch_size, "the digits' image size", 8))
 
 
 class SupervisedRecipe(BaseRecipe):
