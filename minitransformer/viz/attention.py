@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, no_grad
-from ._figure import new_figure, save_figure, show_image
+from ._figure import host_array, new_figure, save_figure, show_image
 
 __all__ = ["cls_attention_maps", "plot_attention_maps", "upsample_maps"]
 
@@ -50,23 +50,27 @@ def cls_attention_maps(model: Any, images: Any, batch: int = 128) -> np.ndarray:
     return attn.reshape(B, attn.shape[1], H // p, W // p)  # (B, heads, gh, gw)
 
 
-def upsample_maps(maps: np.ndarray, factor: int) -> np.ndarray:
+def upsample_maps(maps: Any, factor: int) -> np.ndarray:
     """Nearest-neighbour upsampling of the last two axes (DINO upsamples by the patch size).
+    ``maps``: NumPy, CuPy or Tensor; the result is NumPy.
     Shapes: (..., gh, gw) -> (..., gh*factor, gw*factor)."""
-    return np.repeat(np.repeat(np.asarray(maps), factor, axis=-2), factor, axis=-1)
+    return np.repeat(np.repeat(host_array(maps), factor, axis=-2), factor, axis=-1)
 
 
-def plot_attention_maps(images: Any, maps: np.ndarray, masks: Any = None,
+def plot_attention_maps(images: Any, maps: Any, masks: Any = None,
                         titles: Sequence[str] | None = None, path: str | Path | None = None,
                         max_images: int = 6, cmap: str = "inferno") -> Any:
     """One row per image: the image, each head's attention map over it, and the mean over
     heads; with ``masks``, the object's outline is drawn on the mean map.
 
     Shapes: images (B, C, H, W) in [0, 1], maps (B, heads, gh, gw) (``cls_attention_maps``),
-    masks (B, H, W) bool. Returns the matplotlib Figure; saves a PNG when ``path`` is given.
+    masks (B, H, W) bool; each a NumPy or CuPy array or a Tensor. Returns the matplotlib
+    Figure; saves a PNG when ``path`` is given.
     """
-    imgs = backend.to_numpy(images.data if isinstance(images, Tensor) else images)
-    maps = np.asarray(maps)
+    imgs = host_array(images)
+    maps = host_array(maps)
+    if masks is not None:
+        masks = host_array(masks)
     if imgs.ndim != 4 or maps.ndim != 4 or maps.shape[0] != imgs.shape[0]:
         raise ValueError(f"plot_attention_maps: need images (B, C, H, W) and maps (B, heads, "
                          f"gh, gw), got {imgs.shape} and {maps.shape}")
@@ -90,7 +94,7 @@ def plot_attention_maps(images: Any, maps: np.ndarray, masks: Any = None,
             ax.imshow(upsample_maps(m, factor), cmap=cmap, interpolation="nearest")
             ax.set_title(f"head {h}" if h < heads else "mean", fontsize=7)
             if masks is not None and h == heads:
-                ax.contour(backend.to_numpy(masks[i]).astype(float), levels=[0.5],
+                ax.contour(masks[i].astype(float), levels=[0.5],
                            colors="cyan", linewidths=0.8)
             ax.set_axis_off()
     fig.tight_layout()

@@ -11,6 +11,7 @@ import pytest
 import minitransformer as mt
 from minitransformer import viz
 from minitransformer.models import VisionTransformer, ViTConfig
+from minitransformer.viz._figure import image_hwc, show_image
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -111,6 +112,62 @@ def test_plot_attention_maps_checks_shapes(rng):
         viz.plot_attention_maps(rng.random((1, 3, 32, 32)), rng.random((1, 2, 5, 5)))
     with pytest.raises(ValueError, match=r"maps \(B, heads"):
         viz.plot_attention_maps(rng.random((2, 3, 32, 32)), rng.random((1, 2, 4, 4)))
+
+
+class _StrictDeviceArray:
+    """A stand-in for a CuPy array: the backend recognises it by its module name (as it does
+    CuPy's), ``get()`` copies it to the host, and, like CuPy, it refuses implicit host
+    conversion (``np.asarray`` on it raises TypeError)."""
+
+    __module__ = "cupy._core.core"
+
+    def __init__(self, a):
+        self._a = np.asarray(a)
+        self.shape, self.ndim, self.dtype = self._a.shape, self._a.ndim, self._a.dtype
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. "
+                        "Please use `.get()` to construct a NumPy array explicitly.")
+
+    def get(self):
+        return self._a.copy()
+
+
+def test_viz_functions_take_device_arrays(tmp_path, rng):
+    """Issue 13 item 9: image_hwc / show_image (the helpers every plot draws images with),
+    upsample_maps and plot_attention_maps called
+    np.asarray on their input, which CuPy refuses; they now copy through backend.to_numpy."""
+    img = rng.random((3, 4, 5)) * 1.4 - 0.2  # some values outside [0, 1]
+    dev = _StrictDeviceArray(img)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(dev)  # the stand-in is as strict as CuPy
+    np.testing.assert_array_equal(image_hwc(dev), np.clip(img, 0, 1).transpose(1, 2, 0))
+    np.testing.assert_array_equal(image_hwc(mt.tensor(img)), image_hwc(img))
+    maps = rng.random((2, 2, 4, 4))
+    np.testing.assert_array_equal(viz.upsample_maps(_StrictDeviceArray(maps), 8),
+                                  viz.upsample_maps(maps, 8))
+    images = rng.random((2, 3, 32, 32))
+    masks = rng.random((2, 32, 32)) > 0.5
+    fig = viz.plot_attention_maps(_StrictDeviceArray(images), _StrictDeviceArray(maps),
+                                  masks=_StrictDeviceArray(masks), path=tmp_path / "dev.png")
+    assert len(fig.axes) == 2 * (2 + 2)
+    assert (tmp_path / "dev.png").read_bytes()[:8] == PNG
+    ax = fig.axes[0]
+    show_image(ax, _StrictDeviceArray(img))
+    np.testing.assert_array_equal(np.asarray(ax.images[-1].get_array()),
+                                  np.clip(img, 0, 1).transpose(1, 2, 0))
+
+
+def test_viz_functions_take_arrays_on_the_device(device, xp, rng, tmp_path):
+    """The same with the device's real arrays (CuPy on the GPU run) and Tensors."""
+    images = rng.random((2, 1, 16, 16)).astype(np.float32)
+    maps = rng.random((2, 3, 2, 2)).astype(np.float32)
+    np.testing.assert_array_equal(viz.upsample_maps(xp.asarray(maps), 8),
+                                  viz.upsample_maps(maps, 8))
+    np.testing.assert_array_equal(image_hwc(xp.asarray(images[0])), image_hwc(images[0]))
+    viz.plot_attention_maps(mt.tensor(images, device=device), xp.asarray(maps),
+                            masks=xp.asarray(images[:, 0] > 0.5), path=tmp_path / "d.png")
+    assert (tmp_path / "d.png").read_bytes()[:8] == PNG
 
 
 def test_viz_import_is_light():
