@@ -8,6 +8,7 @@ Ctrl-C) and one recipe per method, each with ``tiny`` / ``cpu`` / ``gpu`` preset
 
 from .loop import (
     Recipe,
+    RunDirectoryLocked,
     TrainingDiverged,
     TrainResult,
     checkpoint_path,
@@ -26,7 +27,8 @@ from .recipes import (
 )
 
 __all__ = [
-    "PRESET_NAMES", "RECIPES", "BaseRecipe", "Recipe", "TrainResult", "TrainingDiverged",
+    "PRESET_NAMES", "RECIPES", "BaseRecipe", "Recipe", "RunDirectoryLocked", "TrainResult",
+    "TrainingDiverged",
     "checkpoint_path", "list_checkpoints", "load_latest", "make_recipe", "read_metrics",
     "recipe_class", "recipe_from_config", "train",
 ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import signal
 import threading
@@ -33,10 +34,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import io
+from .. import backend, io
+from ..autograd import Tensor
+
+try:  # POSIX; on Windows the run directory is not locked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "LOCK",
     "Recipe",
+    "RunDirectoryLocked",
     "TrainResult",
     "TrainingDiverged",
     "checkpoint_path",
@@ -71,24 +80,35 @@ class Recipe(Protocol):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss, or an array of the state about to be saved, became NaN or infinite; the last
+    good (all-finite) checkpoint is kept."""
+
+
+class RunDirectoryLocked(RuntimeError):
+    """Another process is training in this run directory (its PID is in the message)."""
 
 
 @dataclass
 class TrainResult:
     """What ``train`` returns: steps done (in total, counting a resumed start), the last
-    step's metrics, the final evaluation, whether Ctrl-C stopped it, and the wall time."""
+    step's metrics, the final evaluation, whether Ctrl-C or SIGTERM stopped it (``signal``
+    names which: ``"SIGINT"`` or ``"SIGTERM"``), and the wall time."""
 
     steps_done: int
     last_metrics: dict[str, float] = field(default_factory=dict)
     eval_metrics: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
+    signal: str | None = None
     seconds: float = 0.0
     checkpoint: Path | None = None
 
 
 _CKPT_RE = re.compile(r"^ckpt-(\d{8,})\.safetensors$")
+_SIDECAR_RE = re.compile(r"^ckpt-(\d{8,})\.json$")
+# The temporary files of atomic writes (io.checkpoint's and this module's): ".{final}.{random}.tmp"
+_TMP_RE = re.compile(r"^\.(ckpt-\d{8,}\.(safetensors|json)|metrics\.jsonl)\.[A-Za-z0-9_]+\.tmp$")
 METRICS = "metrics.jsonl"
+LOCK = "train.lock"
 
 
 def checkpoint_path(out_dir: str | Path, step: int) -> Path:
@@ -159,41 +179,208 @@ def _delete_pair(path: Path) -> None:
             f.unlink()
 
 
-def _save(recipe: Recipe, out: Path, step: int, keep: int) -> Path:
-    """Write the pair for ``step``, then delete the older pairs beyond the newest ``keep``
-    (never a pair of a later step: those belong to no run that reaches this one)."""
-    arrays, meta = recipe.state()
-    meta = dict(meta, step=step, recipe=recipe.name, config=recipe.config())
-    path = io.save_checkpoint(checkpoint_path(out, step), arrays, meta)
-    upto = [p for p in list_checkpoints(out) if _step_of(p) <= step]
-    for old in upto[:-max(keep, 1)]:
-        _delete_pair(old)
-    return path
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (not possible, nor needed, on Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically: write a temporary file ``.{name}.{random}.tmp``
+    beside it, fsync it, ``os.replace`` it over ``path`` and fsync the directory. Killed at
+    any moment, ``path`` holds either its old or its new content, never a mix or nothing; a
+    kill before the rename leaves the temporary file, which the next ``train`` in the
+    directory removes. The file keeps its permission bits."""
+    import tempfile
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, path.stat().st_mode & 0o7777)  # mkstemp makes it owner-only
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view[: 1 << 20]):]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop the records logged after ``step`` (steps a crashed run did after its last
-    checkpoint), so a resumed run's log has each step once."""
+    checkpoint) and any torn line, so a resumed run's log has each step once. The log is
+    replaced atomically (``_atomic_write_bytes``), never rewritten in place; when nothing is
+    to be dropped it is left untouched."""
     if not path.exists():
         return
+    data = path.read_bytes()
     kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except ValueError:  # a torn line (JSON or UTF-8 cut in the middle)
             continue
-        if int(rec.get("step", 0)) <= step:
-            kept.append(line)
-    path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        if (isinstance(rec, dict) and isinstance(rec.get("step", 0), int)
+                and rec.get("step", 0) <= step):
+            kept.append(line + b"\n")
+    new = b"".join(kept)
+    if new != data:
+        _atomic_write_bytes(path, new)
+
+
+def _remove_leftovers(out: Path) -> list[str]:
+    """Delete what killed writes leave in a run directory: temporary files of atomic writes
+    (``.ckpt-*.safetensors.*.tmp``, ``.ckpt-*.json.*.tmp``, ``.metrics.jsonl.*.tmp``) and the
+    half of a checkpoint pair whose other half is missing (a sidecar without its weights, or
+    weights without their sidecar: neither can be loaded). Only names matching these patterns
+    are touched. Called with the directory locked. Returns the names removed."""
+    names = {p.name for p in out.iterdir()}
+    removed = []
+    for name in sorted(names):
+        orphan = False
+        if m := _CKPT_RE.match(name):
+            orphan = io.sidecar_path(out / name).name not in names
+        elif m := _SIDECAR_RE.match(name):
+            orphan = f"ckpt-{m.group(1)}.safetensors" not in names
+        if orphan or _TMP_RE.match(name):
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+            removed.append(name)
+    return removed
+
+
+def _read_pid(path: Path) -> str:
+    """The PID written in a lock file (retrying briefly: its holder may be writing it)."""
+    for _ in range(20):
+        with contextlib.suppress(OSError):
+            text = path.read_text(encoding="ascii", errors="replace").strip()
+            if text:
+                return text
+        time.sleep(0.01)
+    return "unknown"
 
 
 @contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[dict[str, bool]]:
-    """Turn the first Ctrl-C into a flag checked between steps, so a step (and its optimiser
-    update) is never cut in half and the saved state is consistent. A second Ctrl-C raises
+def _locked(out: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``out/train.lock`` (which holds this process's PID)
+    while the body runs, and remove the file afterwards. A second process gets
+    ``RunDirectoryLocked`` naming the holder's PID. The kernel drops the lock of a process that
+    dies, so the file a killed run leaves (with a dead PID) is simply taken over."""
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    path = out / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = _read_pid(path)
+            raise RunDirectoryLocked(
+                f"{out} is in use: another training process (PID {pid}) holds {path}; wait "
+                "for it to finish or stop it, or choose another directory"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # The previous holder may have removed the file between our open and our flock:
+        # then we hold a lock on a deleted file, and must lock the current one instead.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still locked: nobody can be holding the path's lock now
+        os.close(fd)  # releases the lock
+
+
+def _first_non_finite(arrays: dict[str, Any]) -> tuple[str, int] | None:
+    """``(name, count)``: the first floating-point array holding a NaN or inf, and how many
+    arrays do; None when every array is finite. One host transfer for all the arrays."""
+    names, flags = [], []
+    for k, v in arrays.items():
+        a = v.data if isinstance(v, Tensor) else v
+        if getattr(a, "dtype", None) is None or a.dtype.kind not in "fc":
+            continue
+        xp = backend.get_array_module(a)
+        names.append(k)
+        flags.append(xp.isfinite(a).all())
+    if not names:
+        return None
+    xp = backend.get_array_module(flags[0])
+    ok = backend.to_numpy(xp.stack(flags))
+    bad = [n for n, f in zip(names, ok) if not f]
+    return (bad[0], len(bad)) if bad else None
+
+
+def _last_good(out: Path) -> str:
+    saved = list_checkpoints(out)
+    return (f"the last good checkpoint ({saved[-1].name}) is kept in {out}" if saved
+            else "no checkpoint was saved yet (use save_every)")
+
+
+def _save(recipe: Recipe, out: Path, step: int, keep: int) -> Path:
+    """Write the pair for ``step``, then delete the older pairs beyond the newest ``keep``
+    (never a pair of a later step: those belong to no run that reaches this one). A state
+    holding a NaN or inf is not saved: ``TrainingDiverged`` names the first such array, and
+    the previous (finite) checkpoint stays the newest."""
+    arrays, meta = recipe.state()
+    bad = _first_non_finite(arrays)
+    if bad is not None:
+        name, count = bad
+        raise TrainingDiverged(
+            f"{recipe.name}: after step {step}, {count} of the state's arrays hold NaN or inf "
+            f"(the first: {name!r}); stopping without saving them. {_last_good(out)}. "
+            "Try a lower learning rate or stronger gradient clipping."
+        )
+    meta = dict(meta, step=step, recipe=recipe.name, config=recipe.config())
+    path = io.save_checkpoint(checkpoint_path(out, step), arrays, meta)
+    _prune(out, step, keep)
+    return path
+
+
+def _prune(out: Path, step: int, keep: int) -> None:
+    """Delete the pairs of steps up to ``step`` beyond the newest ``keep`` (never a pair of a
+    later step: those belong to no run that reaches this one)."""
+    upto = [p for p in list_checkpoints(out) if _step_of(p) <= step]
+    for old in upto[:-max(keep, 1)]:
+        _delete_pair(old)
+
+
+_STOP_SIGNALS = ("SIGINT", "SIGTERM")
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[dict[str, Any]]:
+    """Turn the first Ctrl-C (SIGINT) or SIGTERM (what a job scheduler or ``docker stop``
+    sends) into a flag checked between steps, so a step (and its optimiser update) is never
+    cut in half and the saved state is consistent. A second signal raises
     ``KeyboardInterrupt`` at once. Only the main thread can install signal handlers; elsewhere
-    Ctrl-C keeps its usual behaviour."""
-    flag = {"stop": False}
+    both signals keep their usual behaviour."""
+    flag: dict[str, Any] = {"stop": False, "signal": None}
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
@@ -202,12 +389,17 @@ def _deferred_interrupt() -> Iterator[dict[str, bool]]:
         if flag["stop"]:
             raise KeyboardInterrupt
         flag["stop"] = True
+        flag["signal"] = signal.Signals(signum).name
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {}
     try:
+        for name in _STOP_SIGNALS:
+            sig = getattr(signal, name)
+            previous[sig] = signal.signal(sig, handler)
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def train(
@@ -230,10 +422,17 @@ def train(
 
     ``steps`` is the total (a resumed run continues from its checkpoint's step up to it);
     None means ``recipe.steps``. ``resume=True`` continues from the newest readable checkpoint
-    in ``out_dir``. A NaN/inf loss raises ``TrainingDiverged`` (the checkpoints on disk are the
-    last good ones: save often with ``save_every``); Ctrl-C finishes the current step, saves
+    in ``out_dir``. Steps are numbered as the log numbers them: step ``n`` is the ``n``-th
+    optimiser step. A NaN/inf loss, or a NaN/inf in any array of the state about to be saved,
+    raises ``TrainingDiverged`` naming that step (and the array), after logging a
+    ``{"step": n, "diverged": ...}`` record; the checkpoints on disk are the last good, finite
+    ones (save often with ``save_every``). Ctrl-C or SIGTERM finishes the current step, saves
     a checkpoint and returns with ``interrupted=True``. The final evaluation is skipped when
     interrupted.
+
+    While it runs, the directory is locked (``train.lock``, holding the PID): a second
+    ``train`` on it raises ``RunDirectoryLocked``. At start, leftovers of killed writes
+    (temporary files, half checkpoint pairs) are removed.
 
     A fresh run (``resume=False``) into a directory that already holds checkpoints raises
     ``FileExistsError``, so an earlier run is never mixed with or lost to a new one, unless
@@ -244,10 +443,20 @@ def train(
     each changed setting) except the settings named in ``allow_changes`` (e.g. ``("steps",)``
     to extend a run on purpose).
     """
-    from tqdm.auto import tqdm  # lazy: only the training loop needs it
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with _locked(out):
+        _remove_leftovers(out)
+        return _train_locked(recipe, out, steps, resume, eval_every, save_every, progress,
+                             log_every, keep, overwrite, allow_changes)
+
+
+def _train_locked(recipe: Recipe, out: Path, steps: int | None, resume: bool, eval_every: int,
+                  save_every: int, progress: bool, log_every: int, keep: int, overwrite: bool,
+                  allow_changes: tuple[str, ...] | list[str]) -> TrainResult:
+    """``train``'s body, run with ``out`` locked and cleaned."""
+    from tqdm.auto import tqdm  # lazy: only the training loop needs it
+
     total = int(steps if steps is not None else recipe.steps)
     start = 0
     found = [] if resume else list_checkpoints(out)
@@ -273,6 +482,7 @@ def train(
         recipe.load_state(arrays, meta)
         start = int(meta["step"])
         _truncate_metrics(out / METRICS, start)
+        _prune(out, start, keep)  # a run killed while pruning left one pair too many
     result = TrainResult(steps_done=start)
     batch = getattr(recipe, "batch_size", None)
     t0 = time.perf_counter()
@@ -286,6 +496,13 @@ def train(
             log.write(json.dumps(record) + "\n")
             log.flush()
 
+        def save(at: int) -> Path:
+            try:
+                return _save(recipe, out, at, keep)
+            except TrainingDiverged as e:
+                write({"step": at, "diverged": str(e)})
+                raise
+
         step = start
         try:
             while step < total and not interrupt["stop"]:
@@ -293,13 +510,13 @@ def train(
                 metrics = recipe.train_step(step)
                 loss = float(metrics["loss"])
                 if not math.isfinite(loss):
-                    saved = list_checkpoints(out)
-                    where = (f"the last good checkpoint ({saved[-1].name}) is kept in {out}"
-                             if saved else "no checkpoint was saved yet (use save_every)")
-                    raise TrainingDiverged(
-                        f"{recipe.name}: the loss is {loss} at step {step}; stopping. {where}. "
-                        "Try a lower learning rate or stronger gradient clipping."
-                    )
+                    # numbered as the log numbers steps: this is the (step + 1)-th step
+                    msg = (f"{recipe.name}: the loss is {loss} at step {step + 1}; stopping "
+                           f"(the state of step {step} is kept in memory, not updated). "
+                           f"{_last_good(out)}. Try a lower learning rate or stronger "
+                           "gradient clipping.")
+                    write({"step": step + 1, "diverged": msg})
+                    raise TrainingDiverged(msg)
                 step += 1
                 result.steps_done = step
                 result.last_metrics = metrics
@@ -312,7 +529,7 @@ def train(
                 bar.set_postfix(post, refresh=False)
                 bar.update(1)
                 if save_every and step % save_every == 0:
-                    result.checkpoint = _save(recipe, out, step, keep)
+                    result.checkpoint = save(step)
                 if eval_every and step % eval_every == 0 and step < total:
                     write({"step": step, "eval": _floats(recipe.evaluate())})
         except KeyboardInterrupt:
@@ -322,8 +539,9 @@ def train(
         else:
             hard_stop = False
         result.interrupted = hard_stop or interrupt["stop"]
+        result.signal = interrupt["signal"] or ("SIGINT" if hard_stop else None)
         if not hard_stop and (result.steps_done > start or not list_checkpoints(out)):
-            result.checkpoint = _save(recipe, out, result.steps_done, keep)
+            result.checkpoint = save(result.steps_done)
         else:
             saved = list_checkpoints(out)
             result.checkpoint = saved[-1] if saved else None

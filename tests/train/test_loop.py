@@ -1,18 +1,28 @@
-"""The training loop: resume reproduces losses, corrupt/partial checkpoints, NaN stop, Ctrl-C."""
+"""The training loop: resume reproduces losses, corrupt/partial checkpoints, NaN stop, Ctrl-C;
+and the run folder's guarantees under fault injection: SIGKILL during metrics truncation and
+checkpoint writes, leftovers removed, the folder lock, SIGTERM, non-finite states not saved."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
 from minitransformer import io
 from minitransformer.train import (
+    RunDirectoryLocked,
     TrainingDiverged,
     list_checkpoints,
     load_latest,
+    loop,
     make_recipe,
     read_metrics,
     train,
@@ -132,9 +142,13 @@ class _NaNAt(SupervisedRecipe):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    """The 4th step (step index 3) gives a NaN loss: the message says step 4, as the log
+    numbers steps (record n is the n-th optimiser step), and the log's last record says so."""
     recipe = _NaNAt(preset="tiny", steps=6)
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 3.*ckpt-00000003"):
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4;.*ckpt-00000003"):
         train(recipe, tmp_path, save_every=1, progress=False)
+    assert read_metrics(tmp_path)[-1]["step"] == 4
+    assert "loss is nan at step 4" in read_metrics(tmp_path)[-1]["diverged"]
     arrays, meta, path = load_latest(tmp_path)
     assert meta["step"] == 3
     # the NaN step updated nothing: the recipe still holds the checkpointed, finite weights
@@ -186,3 +200,308 @@ def test_metrics_and_eval_records(tmp_path):
     assert [r["step"] for r in evals] == [2, 4]
     assert set(evals[-1]["eval"]) == {"test_acc", "train_acc"} == set(result.eval_metrics)
     assert all(np.isfinite(r["loss"]) and r["sec"] > 0 for r in recs if "loss" in r)
+
+
+# ------------------------------------------------------------------------------------------
+# The run folder under fault injection
+# ------------------------------------------------------------------------------------------
+
+class _LrBlowsUpAt(SupervisedRecipe):
+    """``--set lr=1e38`` from one step on: that step's loss is still finite, but its update
+    turns parameters and moments into inf/NaN (what the issue's reproduction showed)."""
+
+    blow_up_step = 2
+
+    def lr_at(self, step):
+        return 1e60 if step >= self.blow_up_step else super().lr_at(step)
+
+
+def test_non_finite_state_is_never_saved_as_good(tmp_path):
+    recipe = _LrBlowsUpAt(preset="tiny", steps=6)
+    with pytest.warns(RuntimeWarning), pytest.raises(
+            TrainingDiverged, match=r"after step 3, \d+ of the state's arrays hold NaN or inf "
+                                    r"\(the first: 'model\..*ckpt-00000002"):
+        train(recipe, tmp_path, save_every=1, progress=False)
+    arrays, meta, path = load_latest(tmp_path)
+    assert meta["step"] == 2 and path.name == "ckpt-00000002.safetensors"
+    assert all(np.isfinite(v).all() for v in arrays.values() if v.dtype.kind == "f")
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "ckpt-00000001.safetensors", "ckpt-00000002.safetensors"]
+    recs = read_metrics(tmp_path)
+    # step 3's loss was finite and is logged; the divergence record names the same step
+    assert [r["step"] for r in recs if "loss" in r] == [1, 2, 3]
+    assert recs[-1]["step"] == 3 and "after step 3" in recs[-1]["diverged"]
+    assert not (tmp_path / "train.lock").exists()
+
+
+def test_non_finite_state_at_the_final_save_keeps_no_checkpoint(tmp_path):
+    """Without save_every, the end-of-run save is checked too: nothing non-finite is kept."""
+    recipe = _LrBlowsUpAt(preset="tiny", steps=3)
+    with pytest.warns(RuntimeWarning), pytest.raises(TrainingDiverged,
+                                                     match="no checkpoint was saved yet"):
+        train(recipe, tmp_path, progress=False)
+    assert list_checkpoints(tmp_path) == []
+
+
+def test_truncating_the_metrics_log_replaces_it_atomically(tmp_path, monkeypatch):
+    """The log is never opened for writing in place: a failure while writing the new content
+    leaves the old log whole, and no temporary file."""
+    log = tmp_path / "metrics.jsonl"
+    old = b"".join(json.dumps({"step": i, "loss": 1.0}).encode() + b"\n" for i in range(1, 9))
+    log.write_bytes(old + b'{"step": 9, "lo')  # and a torn line
+    os.chmod(log, 0o640)
+
+    def failing_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", failing_fsync)
+        with pytest.raises(OSError, match="No space"):
+            loop._truncate_metrics(log, 4)
+    assert log.read_bytes() == old + b'{"step": 9, "lo'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+    loop._truncate_metrics(log, 4)
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4]
+    assert os.stat(log).st_mode & 0o777 == 0o640  # keeps its permissions
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+# Fault injection by SIGKILL: a forked child counts the file-system calls a run makes
+# (os.write, os.fsync, os.replace, os.unlink, safetensors' save_file) and kills itself with
+# SIGKILL at the chosen one; at an os.write it first writes half its bytes (a torn file).
+
+def _run_in_child(fn, kill_at=None, counting=None):
+    """Run ``fn()`` in a forked child; SIGKILL it at the ``kill_at``-th counted call (None:
+    never). ``counting`` (a name of ``loop``) limits counting to inside that function.
+    Returns (killed, calls counted)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            os.close(r)
+            from minitransformer import backend
+            backend._pool = None  # the parent's worker threads do not exist in a fork
+            _install_kill_points(kill_at, counting)
+            fn()
+            code = 0
+        finally:
+            os.write(w, str(_Kill.count).encode())
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        count = f.read()
+    _, status = os.waitpid(pid, 0)
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert killed or os.WEXITSTATUS(status) == 0, "the child failed"
+    return killed, int(count or 0)
+
+
+class _Kill:
+    count = 0
+    at = None
+    on = True
+
+
+def _install_kill_points(kill_at, counting):
+    import safetensors.numpy
+
+    _Kill.at, _Kill.on = kill_at, counting is None
+
+    def tick():
+        if _Kill.on:
+            _Kill.count += 1
+            return _Kill.count == _Kill.at
+        return False
+
+    def wrap(fn):
+        def hooked(*a, **kw):
+            if tick():
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*a, **kw)
+        return hooked
+
+    real_write = os.write
+
+    def write(fd, data):
+        if tick():
+            real_write(fd, bytes(data)[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_write(fd, data)
+
+    os.write = write
+    for name in ("fsync", "replace", "unlink"):
+        setattr(os, name, wrap(getattr(os, name)))
+    safetensors.numpy.save_file = wrap(safetensors.numpy.save_file)
+    if counting is not None:
+        real = getattr(loop, counting)
+
+        def counted(*a, **kw):
+            _Kill.on = True
+            try:
+                return real(*a, **kw)
+            finally:
+                _Kill.on = False
+        setattr(loop, counting, counted)
+
+
+def _weights(run_dir):
+    arrays, meta, _ = load_latest(run_dir)
+    return meta["step"], arrays
+
+
+def _assert_same_run(run_dir, reference):
+    """Same losses at every step, each logged once, same final arrays (bit for bit), and
+    nothing in the folder but the log and the last two checkpoint pairs."""
+    assert _losses(run_dir) == _losses(reference)
+    assert [r["step"] for r in read_metrics(run_dir) if "loss" in r] == \
+        [r["step"] for r in read_metrics(reference) if "loss" in r]
+    (step, got), (step_ref, want) = _weights(run_dir), _weights(reference)
+    assert step == step_ref and got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert sorted(p.name for p in run_dir.iterdir()) == \
+        sorted(p.name for p in reference.iterdir())
+
+
+def _finish(template, run_dir, **kw):
+    """Resume (or, when no checkpoint was complete, start) a copy of ``template`` in a child
+    and run it to the end."""
+    def go():
+        if list_checkpoints(run_dir) or any(p.name.startswith(".") for p in run_dir.iterdir()):
+            with contextlib.suppress(FileNotFoundError):
+                return train(template, run_dir, resume=True, progress=False, **kw)
+        return train(template, run_dir, progress=False, overwrite=True, **kw)
+    killed, _ = _run_in_child(go)
+    assert not killed
+
+
+def test_sigkill_during_checkpoint_writes_then_resume_is_bit_identical(tmp_path):
+    """Killed at random file-system calls of a run that saves every step (weights written
+    half, before/after each fsync, rename or deletion), the resumed run ends bit-identical to
+    an uninterrupted one, and no temporary file or half pair is left."""
+    template = _tiny(steps=5, augment=True)
+    kw = dict(save_every=1)
+    reference = tmp_path / "reference"
+    killed, total = _run_in_child(lambda: train(template, reference, progress=False, **kw))
+    assert not killed and total > 20
+    rng = np.random.default_rng(0)
+    for i, kill_at in enumerate(sorted(rng.choice(np.arange(1, total + 1), 5, replace=False))):
+        run = tmp_path / f"killed{i}"
+        killed, _ = _run_in_child(lambda run=run: train(template, run, progress=False, **kw),
+                                  kill_at=int(kill_at))
+        assert killed
+        _finish(template, run, **kw)
+        _assert_same_run(run, reference)
+
+
+def test_sigkill_during_metrics_truncation_then_resume_is_bit_identical(tmp_path):
+    """A crashed run's log runs past its newest checkpoint; the resume truncates it. Killed at
+    each file-system call of that truncation (a half-written temporary file, before and after
+    its fsync, the rename, the directory fsync), the log is the old or the new one, never
+    empty, and a second resume ends bit-identical to an uninterrupted run."""
+    template = _tiny(steps=6, augment=True)
+    kw = dict(save_every=2)
+    reference = tmp_path / "reference"
+    assert not _run_in_child(lambda: train(template, reference, progress=False, **kw))[0]
+    crashed = tmp_path / "crashed"
+    shutil.copytree(reference, crashed)
+    loop._delete_pair(list_checkpoints(crashed)[-1])  # died after step 6, before saving it
+    old_log = (crashed / "metrics.jsonl").read_bytes()
+    new_log = b"".join(line + b"\n" for line in old_log.splitlines()
+                       if json.loads(line)["step"] <= 4)
+
+    def resume(run):
+        return lambda: train(template, run, resume=True, progress=False, **kw)
+
+    killed, total = _run_in_child(resume(tmp_path / "count"), counting="_truncate_metrics") \
+        if shutil.copytree(crashed, tmp_path / "count") else (False, 0)
+    assert not killed and total >= 4
+    for kill_at in range(1, total + 1):
+        run = tmp_path / f"killed{kill_at}"
+        shutil.copytree(crashed, run)
+        killed, _ = _run_in_child(resume(run), kill_at=kill_at, counting="_truncate_metrics")
+        assert killed
+        assert (run / "metrics.jsonl").read_bytes() in (old_log, new_log)
+        _finish(template, run, **kw)
+        _assert_same_run(run, reference)
+
+
+def test_leftovers_of_killed_writes_are_removed_and_nothing_else(tmp_path):
+    train(_tiny(steps=6), tmp_path, steps=4, save_every=2, progress=False)
+    leftovers = [".ckpt-00000006.safetensors.ab_12xyz.tmp", ".ckpt-00000006.json.q1w2e3r4.tmp",
+                 ".metrics.jsonl.k9j8h7g6.tmp", "ckpt-00000001.json",  # a sidecar, no weights
+                 "ckpt-00000008.safetensors"]  # weights whose sidecar never came
+    others = ["notes.txt", ".ckpt-00000006.safetensors.tmp.bak", "ckpt-1.json",
+              "my.tmp", ".hidden", "ckpt-00000002.json.orig"]
+    for name in leftovers + others:
+        (tmp_path / name).write_bytes(b"x")
+    train(_tiny(steps=6), tmp_path, resume=True, save_every=2, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        others + ["metrics.jsonl", "ckpt-00000004.json", "ckpt-00000004.safetensors",
+                  "ckpt-00000006.json", "ckpt-00000006.safetensors"])
+    for name in leftovers:  # and --overwrite removes them too
+        (tmp_path / name).write_bytes(b"x")
+    train(_tiny(steps=2), tmp_path, overwrite=True, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        others + ["metrics.jsonl", "ckpt-00000002.json", "ckpt-00000002.safetensors"])
+
+
+_CHILD = """
+import json, sys, time
+from minitransformer.train import train
+from minitransformer.train.recipes.supervised import SupervisedRecipe
+
+class Slow(SupervisedRecipe):
+    def train_step(self, step):
+        time.sleep(0.05)
+        return super().train_step(step)
+
+r = train(Slow(preset="tiny", steps=10000), sys.argv[1], save_every=10000, progress=False)
+print(json.dumps({"steps": r.steps_done, "interrupted": r.interrupted, "signal": r.signal,
+                  "checkpoint": r.checkpoint.name}))
+"""
+
+
+def _start_child(run_dir):
+    """A subprocess training a slow tiny run in ``run_dir``; returns once it has logged a
+    step (so it holds the lock and its signal handlers are in place)."""
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not read_metrics(run_dir):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the child never logged a step"
+        time.sleep(0.05)
+    return proc
+
+
+def test_sigterm_finishes_the_step_saves_and_exits(tmp_path):
+    proc = _start_child(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result["interrupted"] and result["signal"] == "SIGTERM"
+    _, meta, path = load_latest(tmp_path)
+    assert meta["step"] == result["steps"] >= 1 and path.name == result["checkpoint"]
+    assert [r["step"] for r in read_metrics(tmp_path) if "loss" in r] == \
+        list(range(1, result["steps"] + 1))
+    assert not (tmp_path / "train.lock").exists()
+
+
+def test_a_second_process_on_the_folder_fails_naming_the_first(tmp_path):
+    proc = _start_child(tmp_path)
+    try:
+        assert (tmp_path / "train.lock").read_text().strip() == str(proc.pid)
+        for kw in (dict(resume=True), dict(overwrite=True), {}):
+            with pytest.raises(RunDirectoryLocked, match=rf"another training process "
+                                                         rf"\(PID {proc.pid}\)"):
+                train(_tiny(steps=2), tmp_path, progress=False, **kw)
+        assert list_checkpoints(tmp_path) == []  # the refused runs touched nothing
+    finally:
+        proc.kill()  # SIGKILL: the lock file stays behind, holding a dead PID
+        proc.communicate()
+    assert (tmp_path / "train.lock").read_text().strip() == str(proc.pid)
+    result = train(_tiny(steps=2), tmp_path, progress=False)  # a stale lock is taken over
+    assert result.steps_done == 2 and not (tmp_path / "train.lock").exists()
