@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import Tensor
+from ..backend import to_numpy
+
 __all__ = ["convert_timm_vit_state_dict"]
 
 _CHUNKED_BLOCK = re.compile(r"(^|\.)blocks\.\d+\.(\d+)\.")
@@ -39,7 +42,8 @@ def convert_timm_vit_state_dict(sd: dict[str, Any], target_keys: Iterable[str] |
     ``VisionTransformer`` layout.
 
     Args:
-        sd: the torch-layout state dict, arrays already converted to NumPy.
+        sd: the torch-layout state dict: NumPy or CuPy arrays, or Tensors (device arrays
+            are copied to the host with ``backend.to_numpy``; the result is NumPy).
         target_keys: the keys of the model it will load into (``model.state_dict().keys()``);
             decides whether ``mask_token`` is kept. None drops it.
         strip_prefixes: leading prefixes removed from every key (training checkpoints).
@@ -63,7 +67,7 @@ def convert_timm_vit_state_dict(sd: dict[str, Any], target_keys: Iterable[str] |
                              "which minitransformer does not implement")
         if name == "mask_token" and name not in targets:
             continue
-        w = np.asarray(value)
+        w = to_numpy(value.data if isinstance(value, Tensor) else value)
         if name == "patch_embed.proj.weight":
             if w.ndim != 4:
                 raise ValueError(f"convert_timm_vit_state_dict: {key} should be a (D, C, p, p) "

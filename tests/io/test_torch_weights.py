@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import minitransformer as mt
 from minitransformer.io import convert_timm_vit_state_dict
 
 D, C, P, IMG, DEPTH, CLASSES = 8, 3, 2, 8, 2, 5
@@ -106,3 +107,45 @@ def test_converted_dict_loads_into_our_vision_transformer(rng):
     target = models.VisionTransformer(cfg_mim).state_dict()
     out = convert_timm_vit_state_dict(_fake_timm_vit(rng), target_keys=target.keys())
     assert set(out) == set(target)  # DINOv2's mask_token kept when the model has one
+
+
+class _StrictDeviceArray:
+    """A stand-in for a CuPy array: the backend recognises it by its module name (as it does
+    CuPy's), ``get()`` copies it to the host, and, like CuPy, it refuses implicit host
+    conversion (``np.asarray`` on it raises TypeError)."""
+
+    __module__ = "cupy._core.core"
+
+    def __init__(self, a):
+        self._a = np.asarray(a)
+        self.shape, self.ndim, self.dtype = self._a.shape, self._a.ndim, self._a.dtype
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. "
+                        "Please use `.get()` to construct a NumPy array explicitly.")
+
+    def get(self):
+        return self._a.copy()
+
+
+def test_device_arrays_and_tensors_are_converted_like_numpy(rng):
+    """Issue 13 item 9: a state dict of device arrays (CuPy refuses np.asarray) or Tensors
+    converts to the same NumPy dict as its host copy."""
+    sd = _fake_timm_vit(rng)
+    ref = convert_timm_vit_state_dict(sd)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(_StrictDeviceArray(sd["head.weight"]))  # the stand-in is as strict as CuPy
+    for wrap in (_StrictDeviceArray, mt.tensor):
+        out = convert_timm_vit_state_dict({k: wrap(v) for k, v in sd.items()})
+        assert set(out) == set(ref)
+        for k, v in ref.items():
+            assert type(out[k]) is np.ndarray and out[k].dtype == v.dtype, k
+            np.testing.assert_array_equal(out[k], v)
+
+
+def test_arrays_on_the_device_are_converted(device, xp, rng):
+    sd = _fake_timm_vit(rng)
+    out = convert_timm_vit_state_dict({k: xp.asarray(v) for k, v in sd.items()})
+    for k, v in convert_timm_vit_state_dict(sd).items():
+        assert type(out[k]) is np.ndarray, k
+        np.testing.assert_array_equal(out[k], v)
