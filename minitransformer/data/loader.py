@@ -7,13 +7,27 @@ from typing import Any
 
 import numpy as np
 
-from minitransformer.backend import Device, default_rng, get_array_module, to_device
+from minitransformer.backend import Device, default_rng, get_array_module, to_device, to_numpy
 
 __all__ = ["DataLoader"]
 
 
 def _is_array(a: Any) -> bool:
     return hasattr(a, "shape") and hasattr(a, "ndim")
+
+
+def _permutation(rng: Any, n: int) -> np.ndarray:
+    """A uniformly random order of ``range(n)``, as a NumPy array (the batches index with it on
+    the host; each array's ``_take`` moves it to that array's device).
+
+    A NumPy ``Generator`` (or ``RandomState``) draws ``rng.permutation(n)``, so seeded runs
+    keep their batches. CuPy's ``Generator`` has no ``permutation``: there the order is the
+    argsort of ``n`` uniform draws (``rng.random(n)``, which both have), copied to the host
+    once per epoch; every order is equally likely (ties have probability about n^2 / 2^53).
+    """
+    if hasattr(rng, "permutation"):
+        return to_numpy(rng.permutation(n))
+    return np.argsort(to_numpy(rng.random(n)), kind="stable")
 
 
 class DataLoader:
@@ -23,7 +37,8 @@ class DataLoader:
     dimension; a batch has the same structure. A plain list (e.g. captions) is allowed too: its
     batch is a list, left on the host. Each epoch (each ``iter``) draws a fresh permutation from
     ``rng`` when ``shuffle`` is on (``rng=None`` uses ``backend.default_rng("cpu")``, seeded by
-    ``mt.manual_seed``), so a seeded generator gives the same batches on every run. Each batch
+    ``mt.manual_seed``), so a seeded generator gives the same batches on every run; a CuPy
+    generator (e.g. ``backend.default_rng("cuda")``) works too (see ``_permutation``). Each batch
     array is moved to ``device`` with ``backend.to_device`` (``None``: the default device).
 
     ``len(loader)`` is the number of batches: ``ceil(n / batch_size)``, or ``n // batch_size``
@@ -38,7 +53,7 @@ class DataLoader:
         batch_size: int,
         shuffle: bool = True,
         drop_last: bool = False,
-        rng: np.random.Generator | None = None,
+        rng: Any = None,
         device: str | Device | None = None,
     ):
         if isinstance(arrays, Mapping):
@@ -70,6 +85,11 @@ class DataLoader:
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
         if batch_size <= 0:
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size}")
+        if rng is not None and not (hasattr(rng, "permutation") or hasattr(rng, "random")):
+            raise TypeError(
+                f"DataLoader: rng must be a NumPy or CuPy random generator (with permutation or "
+                f"random), got {type(rng).__name__}"
+            )
         self._items = items
         self.n = next(iter(lengths.values()))
         self.batch_size = int(batch_size)
@@ -92,7 +112,7 @@ class DataLoader:
     def __iter__(self) -> Iterator[Any]:
         if self.shuffle:
             rng = default_rng("cpu") if self.rng is None else self.rng
-            order = rng.permutation(self.n)
+            order = _permutation(rng, self.n)
         else:
             order = np.arange(self.n)
         for k in range(len(self)):

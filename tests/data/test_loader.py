@@ -57,6 +57,83 @@ def test_shuffle_changes_per_epoch_and_is_seeded():
     np.testing.assert_array_equal(next(iter(again))[0], e1)
 
 
+class _StrictDeviceArray:
+    """A stand-in for a CuPy array: the backend recognises it by its module name (as it does
+    CuPy's), ``get()`` copies it to the host, and, like CuPy, it refuses implicit host
+    conversion (``np.asarray`` on it raises TypeError)."""
+
+    __module__ = "cupy._core.core"
+
+    def __init__(self, a):
+        self._a = np.asarray(a)
+        self.shape, self.ndim, self.dtype = self._a.shape, self._a.ndim, self._a.dtype
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. "
+                        "Please use `.get()` to construct a NumPy array explicitly.")
+
+    def get(self):
+        return self._a.copy()
+
+
+class _DeviceGenerator:
+    """A stand-in for ``cupy.random.Generator``: ``random`` returns device arrays, and there
+    is no ``permutation`` (CuPy's Generator has none)."""
+
+    def __init__(self, seed):
+        self._g = np.random.default_rng(seed)
+
+    def random(self, size=None, dtype=np.float64):
+        return _StrictDeviceArray(self._g.random(size, dtype=dtype))
+
+
+def test_numpy_generators_keep_their_permutation_stream():
+    """Seeded runs keep their batches: a NumPy generator still draws rng.permutation(n)."""
+    idx = np.arange(30)
+    (got,) = next(iter(DataLoader((idx,), 30, rng=np.random.default_rng(7))))
+    np.testing.assert_array_equal(got, np.random.default_rng(7).permutation(30))
+    (got,) = next(iter(DataLoader((idx,), 30, rng=np.random.RandomState(7))))
+    np.testing.assert_array_equal(got, np.random.RandomState(7).permutation(30))
+
+
+def test_a_generator_without_permutation_shuffles_like_cupys():
+    """Issue 13 item 9: CuPy's Generator has no permutation; the loader then orders by the
+    argsort of uniform draws, copied from the device through backend.to_numpy."""
+    assert not hasattr(_DeviceGenerator(0), "permutation")
+    idx = np.arange(50)
+    loader = DataLoader((idx, idx * 10), 8, rng=_DeviceGenerator(3))
+    epochs = []
+    for _ in range(2):
+        batches = list(loader)
+        for a, b in batches:
+            np.testing.assert_array_equal(b, a * 10)
+        epochs.append(np.concatenate([a for a, _ in batches]))
+        np.testing.assert_array_equal(np.sort(epochs[-1]), idx)  # each index once per epoch
+    assert not np.array_equal(epochs[0], idx) and not np.array_equal(epochs[0], epochs[1])
+    ref = np.random.default_rng(3)
+    np.testing.assert_array_equal(epochs[0], np.argsort(ref.random(50)))  # the documented rule
+    np.testing.assert_array_equal(epochs[1], np.argsort(ref.random(50)))
+    again = DataLoader((idx, idx * 10), 8, rng=_DeviceGenerator(3))
+    np.testing.assert_array_equal(np.concatenate([a for a, _ in again]), epochs[0])  # seeded
+
+
+def test_the_devices_own_generator_shuffles(device, xp):
+    """The device's own generator (a cupy.random.Generator on the GPU run) drives the shuffle."""
+    x = np.arange(40)
+    on_dev = (xp.asarray(x), [f"c{i}" for i in x])
+    seen = []
+    for bx, captions in DataLoader(on_dev, 16, rng=xp.random.default_rng(0), device=device):
+        assert get_array_module(bx) is xp
+        assert captions == [f"c{i}" for i in to_numpy(bx)]
+        seen.append(to_numpy(bx))
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), x)
+
+
+def test_a_non_generator_rng_is_refused():
+    with pytest.raises(TypeError, match="rng must be a NumPy or CuPy random generator .* got int"):
+        DataLoader(np.zeros(5), 2, rng=42)
+
+
 def test_last_batch_and_drop_last():
     x = np.arange(10)
     sizes = [len(b) for b in DataLoader(x, 4, shuffle=False)]
