@@ -16,6 +16,12 @@ corrupt or half-written newest pair and falls back to the one before, saying so.
 
 Resuming restores the recipe's tensors (model, optimiser, teacher, centers) and its random
 generator, so the steps after a resume reproduce the losses of an uninterrupted run.
+
+The run directory (docs/training.md, "What a run guarantees"): every file is replaced
+atomically, the metrics log included (``_truncate_metrics``); leftovers of killed writes are
+removed at start (``_remove_leftovers``); the directory is locked while a process trains in it
+(``train.lock``, ``RunDirectoryLocked``); SIGTERM stops like the first Ctrl-C; a state with a
+NaN or inf array is never saved as a checkpoint.
 """
 
 from __future__ import annotations
@@ -339,7 +345,7 @@ def _first_non_finite(arrays: dict[str, Any]) -> tuple[str, int] | None:
 def _last_good(out: Path) -> str:
     saved = list_checkpoints(out)
     return (f"the last good checkpoint ({saved[-1].name}) is kept in {out}" if saved
-            else "no checkpoint was saved yet (use save_every)")
+            else "no good checkpoint was saved before it (save often with save_every)")
 
 
 def _save(recipe: Recipe, out: Path, step: int, keep: int) -> Path:
