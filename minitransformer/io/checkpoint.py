@@ -496,10 +496,12 @@ def load_checkpoint(path: str | os.PathLike, verify: bool = True, *,
     if recorded is not None:
         expected = _metadata_digest(record["sha256"], record["num_bytes"], metadata)
         if expected != recorded:
+            step = (f"step {_short(metadata['step'])}" if "step" in metadata
+                    else f"no step; keys {_short(sorted(metadata))}")
             raise CheckpointError(
                 f"load_checkpoint: sidecar {side} was edited after it was saved: its "
-                f"metadata_sha256 records {recorded[:16]}..., but its metadata (step "
-                f"{_short(metadata.get('step'))}) with the sha256 and num_bytes of "
+                f"metadata_sha256 records {recorded[:16]}..., but its metadata ({step}) with "
+                f"the sha256 and num_bytes of "
                 f"{weights.name} digest to {expected[:16]}...; some value (step, lr, rng "
                 "state, ...) is not the one saved with these weights, so the pair is refused")
     if required:

@@ -284,6 +284,15 @@ def test_edited_sidecar_is_refused(tmp_path, edit, verify, request):
     with pytest.raises(CheckpointError, match=r"c\.json was edited after it was saved") as e:
         load_checkpoint(path, verify=verify)
     assert "c.safetensors" in str(e.value) and "metadata_sha256" in str(e.value)
+    if request.node.callspec.id.startswith("step-"):
+        assert "(step 3)" in str(e.value)  # the value the edited sidecar claims
+
+
+def test_edited_sidecar_without_step_says_so(tmp_path):
+    path = _saved(tmp_path)
+    _edit_sidecar(path, lambda r: r["metadata"].pop("step"))
+    with pytest.raises(CheckpointError, match=r"\(no step; keys \[\"config\",\"lr\""):
+        load_checkpoint(path)
 
 
 def test_metadata_moved_beside_other_weights_is_refused(tmp_path):
