@@ -90,7 +90,10 @@ class Linear(Function):
         self.save_for_backward(x, weight)
         y = _matmul(x, weight)
         if bias is not None:
-            y += bias
+            if bias.dtype == y.dtype:
+                y += bias  # in place: no second (..., out) array
+            else:
+                y = y + bias  # NumPy's promotion, as every op (a float64 bias gives float64)
         return y
 
     def backward(self, gy: Any) -> Any:

@@ -54,9 +54,11 @@ class LayerNorm(Function):
         self.eps, self.has_weight, self.has_bias = eps, has_weight, has_bias
 
     def forward(self, x: Any, *params: Any) -> Any:
+        xp = get_array_module(x)
+        dtype = xp.result_type(x, *params)  # NumPy's promotion, as the composed version
+        x, params = x.astype(dtype, copy=False), [p.astype(dtype, copy=False) for p in params]
         weight = params[0] if self.has_weight else None
         bias = params[-1] if self.has_bias else None
-        xp = get_array_module(x)
         D = x.shape[-1]
         x2 = xp.ascontiguousarray(x.reshape(-1, D))  # (N, D): the leading axes are rows
         N = x2.shape[0]

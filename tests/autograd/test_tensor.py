@@ -271,11 +271,7 @@ def test_mixing_float32_and_float64_follows_numpy_promotion(name, order, device,
 
 @pytest.mark.parametrize("dtypes", [(np.float64, np.float32, np.float32),
                                     (np.float32, np.float64, np.float32),
-                                    pytest.param((np.float32, np.float32, np.float64), marks=(
-                                        pytest.mark.xfail(strict=True, reason=(
-                                            "linalg.Linear adds the bias in place (y += bias),"
-                                            " so a float64 bias alone keeps float32: "
-                                            "reported to the lead (issue 13, H13d)"))))])
+                                    (np.float32, np.float32, np.float64)])
 def test_linear_with_bias_follows_the_same_promotion(dtypes, device, xp, rng):
     x, w, b = (mt.tensor(xp.asarray(rng.standard_normal(s).astype(dt)), requires_grad=True)
                for s, dt in zip(((2, 3), (3, 4), (4,)), dtypes))
@@ -285,10 +281,7 @@ def test_linear_with_bias_follows_the_same_promotion(dtypes, device, xp, rng):
     assert (x.grad.dtype, w.grad.dtype, b.grad.dtype) == dtypes
 
 
-@pytest.mark.parametrize("fused", [False, pytest.param(True, marks=pytest.mark.xfail(
-    strict=True, reason="the fused LayerNorm writes into an array of x's dtype, so float32 x "
-    "with a float64 weight gives float32 (normalization.py): reported to the lead (issue 13, "
-    "H13d)"))])
+@pytest.mark.parametrize("fused", [False, True])
 def test_layer_norm_follows_the_same_promotion(fused, device, xp, rng):
     F = mt.functional
     x = mt.tensor(xp.asarray(rng.standard_normal((2, 4)).astype(np.float32)), requires_grad=True)
