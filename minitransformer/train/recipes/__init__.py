@@ -44,7 +44,12 @@ def recipe_class(name: str) -> type[BaseRecipe]:
 
 def make_recipe(name: str, preset: str = "cpu", device: str | None = None,
                 seed: int | None = None, **overrides: Any) -> BaseRecipe:
-    """Build recipe ``name`` from ``preset`` (tiny | cpu | gpu) with settings overridden."""
+    """Build recipe ``name`` from ``preset`` (tiny | cpu | gpu) with settings overridden.
+
+    ``seed`` is the ``seed`` setting (``make_recipe(n, seed=3)`` is ``make_recipe(n,
+    **{"seed": 3})``). Every setting is checked before any data or weight is made
+    (``BaseRecipe.make_config``): an unknown preset or setting, a wrong type or a value outside
+    its range raises ``ValueError`` naming the setting, the value and what is allowed."""
     return recipe_class(name)(preset=preset, device=device, seed=seed, **overrides)
 
 
