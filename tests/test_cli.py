@@ -308,3 +308,25 @@ def test_demo_prints_metrics_beside_the_baseline_and_saves_pictures(tmp_path, ca
     assert main(["demo", "--recipe", "dino", "--preset", "tiny-shapes", "--out",
                  str(tmp_path / "dino"), "--no-progress"]) == 0
     assert "attn_iou_best_head" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the run folder is locked on POSIX only")
+def test_a_run_folder_in_use_is_a_user_error(tmp_path, capsys):
+    """A second process training in the same --out: one line naming the holder's PID."""
+    import fcntl
+
+    from minitransformer.train import loop
+
+    run = _saved_run(tmp_path)
+    capsys.readouterr()
+    with open(run / loop.LOCK, "a+") as holder:  # another open file: flock conflicts with it
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder.seek(0)
+        holder.truncate()
+        holder.write(str(os.getpid()))
+        holder.flush()
+        _user_error(capsys, ["train", "supervised", "--out", str(run), "--resume", "--steps",
+                             "4", "--allow-changes", "steps", "--no-progress"],
+                    f"PID {os.getpid()}")
+    assert main(["train", "supervised", "--out", str(run), "--resume", "--steps", "4",
+                 "--allow-changes", "steps", "--no-progress"]) == 0  # released: it runs
