@@ -213,6 +213,40 @@ def _has_advanced(index: Any) -> bool:
     return any(hasattr(p, "dtype") for p in parts)
 
 
+def _check_integer_indices(shape: tuple[int, ...], index: Any) -> None:
+    """Raise IndexError for an integer index array with a value outside its axis.
+
+    NumPy raises on its own, but CuPy wraps an out-of-range index around silently (its
+    kernels do not check), so the check is made here, the same on both devices: one reduction
+    per integer array, and on a GPU one device-to-host read of the combined result."""
+    def is_mask(p: Any) -> bool:
+        return getattr(getattr(p, "dtype", None), "kind", "") == "b"
+
+    parts = index if isinstance(index, tuple) else (index,)
+    consumed = sum(p.ndim if is_mask(p) else 1
+                   for p in parts if p is not None and p is not Ellipsis)
+    axis, bad, found = 0, None, []
+    for p in parts:
+        if p is None:
+            continue
+        if p is Ellipsis:
+            axis += len(shape) - consumed
+            continue
+        dtype = getattr(p, "dtype", None)
+        if dtype is not None and dtype.kind in "iu" and p.size and axis < len(shape):
+            n = shape[axis]
+            out = ((p < -n) | (p >= n)).any()  # a device scalar on a GPU: no read yet
+            bad = out if bad is None else bad | out
+            found.append((axis, n, p))
+        axis += p.ndim if is_mask(p) else 1
+    if bad is not None and bool(bad):  # the one read, only when an integer array is there
+        for axis, n, p in found:
+            if bool(((p < -n) | (p >= n)).any()):
+                raise IndexError(f"getitem: index array for axis {axis} has values in "
+                                 f"[{int(p.min())}, {int(p.max())}], outside [-{n}, {n - 1}] "
+                                 f"(tensor shape {tuple(shape)})")
+
+
 class GetItem(Function):
     """$y = x[\\text{index}]$; $g_x$ = zeros with $g_y$ scattered (added) back at the index."""
 
@@ -223,6 +257,7 @@ class GetItem(Function):
         xp = get_array_module(x)
         self.index = _index_to_device(self.index, xp)
         self.in_shape, self.in_dtype = x.shape, x.dtype
+        _check_integer_indices(x.shape, self.index)
         try:
             return x[self.index]
         except IndexError as e:

@@ -199,6 +199,25 @@ def test_getitem_out_of_range_names_the_shape(device):
         leaf(np.zeros(3), device)[5]
 
 
+@pytest.mark.parametrize("index, axis, values", [
+    (np.array([0, 5]), 0, r"\[0, 5\], outside \[-3, 2\]"),
+    ((slice(None), np.array([1, -5])), 1, r"\[-5, 1\], outside \[-4, 3\]"),
+    ((Ellipsis, np.array([4])), 1, r"\[4, 4\], outside \[-4, 3\]"),
+    ((None, np.array([0]), np.array([3, 4])), 1, r"\[3, 4\], outside \[-4, 3\]"),
+])
+def test_getitem_integer_array_out_of_range_raises_on_every_device(device, index, axis, values):
+    """CuPy wraps an out-of-range index array around silently; the op checks it itself, so
+    both devices raise the same error naming the axis, the values and the allowed range."""
+    with pytest.raises(IndexError, match=rf"axis {axis} has values in {values}"):
+        leaf(np.zeros((3, 4)), device)[index]
+
+
+def test_getitem_negative_and_boundary_indices_are_in_range(device):
+    x = np.arange(12.0).reshape(3, 4)
+    rows, cols = np.array([2, -3]), np.array([3, -4])
+    assert_close(leaf(x, device)[rows, cols], x[rows, cols])
+
+
 @given(data=st.data())
 def test_getitem_of_noncontiguous_input(device, data):
     x = data.draw(noncontiguous(data.draw(shapes(min_dims=2, min_side=2))))
