@@ -235,7 +235,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"checkpoint {result.checkpoint}")
     if result.eval_metrics:
         print(_table({"trained": result.eval_metrics}))
-    return 130 if result.interrupted else 0
+    if not result.interrupted:
+        return 0
+    return 143 if result.signal == "SIGTERM" else 130  # 128 + the signal's number, as shells
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -370,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns the exit status: 0 done, 1 the training diverged, 2 a user error (printed as one
     line ``minitransformer: error: ...``; ``--debug`` raises it with its traceback instead),
-    130 interrupted."""
+    130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM (each saved its last step first)."""
     try:
         args = build_parser().parse_args(argv)
     except UsageError as e:

@@ -330,3 +330,26 @@ def test_a_run_folder_in_use_is_a_user_error(tmp_path, capsys):
                     f"PID {os.getpid()}")
     assert main(["train", "supervised", "--out", str(run), "--resume", "--steps", "4",
                  "--allow-changes", "steps", "--no-progress"]) == 0  # released: it runs
+
+
+def test_sigterm_saves_and_exits_143(tmp_path):
+    """What a scheduler or `docker stop` sends: the step finishes, a checkpoint is saved, and
+    the exit status is 128 + 15 (Ctrl-C gives 130)."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minitransformer", "train", "supervised", "--preset", "tiny",
+         "--steps", "100000", "--out", str(out), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(tmp_path))
+    deadline = time.monotonic() + 120
+    while not any("loss" in r for r in (read_metrics(out) if out.is_dir() else [])):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    step = int(load_latest(out)[1]["step"])
+    assert 0 < step < 100000 and list_checkpoints(out)
