@@ -88,7 +88,11 @@ class TeacherCentering(Module):
     collapses to uniform, sharpening alone to one prototype (dino#32): the pair balances.
 
     The center is a buffer: ``state_dict()`` saves it as ``center`` (DINO checkpoints keep it
-    under ``dino_loss``). It follows the device of the teacher outputs it is given.
+    under ``dino_loss``). It follows the device *and the floating dtype* of the teacher outputs
+    it is given: with float64 teacher outputs the center, the probabilities and the update are
+    float64 (a float32 center is widened on first use), so a float64 run is float64 end to end;
+    with float32 outputs they are float32. ``load_state_dict`` keeps a saved center's floating
+    dtype (a float64 center is not rounded through the constructor's default dtype).
 
     Shapes: center (1, K); probs: (..., K) -> (..., K); lists of chunks map to lists.
     """
@@ -113,11 +117,32 @@ class TeacherCentering(Module):
                 f"{tuple(t.shape)}"
             )
 
-    def _follow(self, t: Any) -> None:
-        """Keep the center on the device of the teacher outputs."""
+    def _follow(self, t: Any, fn: str) -> None:
+        """Keep the center on the device and in the floating dtype of the teacher outputs."""
+        if not np.issubdtype(np.dtype(t.dtype), np.floating):
+            raise TypeError(
+                f"TeacherCentering.{fn}: teacher outputs must be floating point, got dtype "
+                f"{np.dtype(t.dtype)}"
+            )
         dev = backend.device_of(t)
         if backend.device_of(self.center) != dev:
             self.register_buffer("center", backend.to_device(self.center, dev))
+        if self.center.dtype != t.dtype:
+            self.register_buffer("center", self.center.astype(t.dtype))
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> dict[str, list]:
+        """``Module.load_state_dict``, keeping a saved ``center``'s floating dtype (float64
+        stays float64 whatever dtype this object was built with); on this object's device."""
+        result = super().load_state_dict(state, strict=strict)
+        saved = state.get("center")
+        if saved is not None:
+            value = saved.data if isinstance(saved, Tensor) else saved
+            dt = np.dtype(value.dtype)
+            if np.issubdtype(dt, np.floating) and dt != self.center.dtype:
+                host = backend.to_numpy(value).astype(dt, copy=True)
+                self.register_buffer("center",
+                                     backend.to_device(host, backend.device_of(self.center)))
+        return result
 
     def probs(self, teacher_logits: Any, temp: float) -> Any:
         """$\\mathrm{softmax}((g_t - c) / \\tau_t)$ along the last axis, outside the graph.
@@ -128,9 +153,9 @@ class TeacherCentering(Module):
             return [self.probs(t, tau) for t in teacher_logits]
         t = raw(teacher_logits)
         self._check(t, "probs")
-        self._follow(t)
+        self._follow(t, "probs")
         xp = backend.get_array_module(t)
-        z = (t - self.center.astype(t.dtype)) / tau  # (..., K) centred, sharpened
+        z = (t - self.center) / tau  # (..., K) centred, sharpened
         z = z - z.max(-1, keepdims=True)  # stable softmax
         e = xp.exp(z)
         return Tensor(e / e.sum(-1, keepdims=True))
@@ -147,9 +172,8 @@ class TeacherCentering(Module):
         else:
             t = raw(teacher_logits)
             self._check(t, "update")
-        self._follow(t)
-        batch_center = t.reshape(-1, self.out_dim).mean(0, keepdims=True)  # (1, K)
-        batch_center = batch_center.astype(self.center.dtype)
+        self._follow(t, "update")
+        batch_center = t.reshape(-1, self.out_dim).mean(0, keepdims=True)  # (1, K), t's dtype
         m = self.momentum
         self.register_buffer("center", self.center * m + batch_center * (1 - m))
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import minitransformer as mt
 from minitransformer import functional as F
+from minitransformer import io as mt_io
 from minitransformer import nn
 from minitransformer.objectives import (
     MultiCropWrapper,
@@ -147,6 +148,90 @@ def test_center_update_arithmetic(device, rng):
     c.update(mt.tensor(g2, device=device))
     np.testing.assert_allclose(mt.to_numpy(c.center)[0], 0.09 * m1 + 0.1 * m2, rtol=1e-12)
     assert "center" in c.state_dict()
+
+
+def test_center_follows_float64_teacher_outputs(device, rng):
+    """Built with the default dtype (float32), the center becomes float64 on float64 teacher
+    outputs, as it follows their device; the probabilities and the update are float64 and
+    the EMA is not rounded through float32 (1e-15, far below float32's 6e-8)."""
+    assert mt.backend.get_default_dtype() == np.float32
+    K = 6
+    c = TeacherCentering(K, device=device)
+    assert c.center.dtype == np.float32
+    g = 1.0 + rng.standard_normal((3, K)) / 3.0  # values float32 cannot hold exactly
+    p = c.probs(mt.tensor(g, device=device, dtype=np.float64), 0.04)
+    assert p.dtype == np.float64 and c.center.dtype == np.float64
+    c.update(mt.backend.to_device(g, device))
+    assert c.center.dtype == np.float64
+    np.testing.assert_allclose(mt.to_numpy(c.center)[0], 0.1 * g.mean(0), rtol=1e-15)
+    p2 = c.probs([mt.backend.to_device(g, device)], 0.04)[0]
+    assert p2.dtype == np.float64
+    np.testing.assert_allclose(p2.numpy(), ref.softmax((g - 0.1 * g.mean(0)) / 0.04),
+                               rtol=1e-12)
+    # float32 outputs: it follows back to float32, as it follows the device
+    p3 = c.probs(g.astype(np.float32), 0.04)
+    assert p3.dtype == np.float32 and c.center.dtype == np.float32
+    with pytest.raises(TypeError, match="floating point.*int64"):
+        c.update(np.zeros((2, K), dtype=np.int64))
+
+
+def test_float64_dino_loss_with_centering_matches_numpy_reference(device, rng):
+    """Two DINO steps in float64 (2 global + 2 local crops, DINO main_dino.py DINOLoss):
+    t_q = softmax((g_q - c) / tau_t), L = mean over pairs v != q of the batch mean of
+    -sum_k t_q log softmax(s_v / tau_s), then c <- m c + (1 - m) mean(g). The loss and the
+    center match a plain-NumPy float64 reference to 1e-9 relative at each step."""
+    K, B, n_g, n_c, tau_t, tau_s, m = 7, 5, 2, 4, 0.04, 0.1, 0.9
+    c = TeacherCentering(K, momentum=m, device=device)  # default dtype: float32 at first
+    c_ref = np.zeros((1, K))
+    for _ in range(2):
+        g = [1.0 + rng.standard_normal((B, K)) for _ in range(n_g)]  # teacher, globals
+        s = [rng.standard_normal((B, K)) for _ in range(n_c)]  # student, every crop
+        # NumPy reference, float64 throughout
+        t_ref = [np.exp((gq - c_ref) / tau_t) for gq in g]
+        t_ref = [e / e.sum(-1, keepdims=True) for e in t_ref]
+        terms = [np.mean(-np.sum(t_ref[q] * ref.log_softmax(s[v] / tau_s), axis=-1))
+                 for q in range(n_g) for v in range(n_c) if v != q]
+        want = np.mean(terms)
+        c_ref = m * c_ref + (1 - m) * np.concatenate(g, axis=0).mean(0, keepdims=True)
+        # ours
+        t_probs = c.probs([mt.tensor(x, device=device, dtype=np.float64) for x in g], tau_t)
+        assert all(t.dtype == np.float64 for t in t_probs)
+        loss = dino_loss([mt.tensor(x, device=device, dtype=np.float64) for x in s], t_probs,
+                         tau_s)
+        c.update([mt.tensor(x, device=device, dtype=np.float64) for x in g])  # raw outputs
+        assert loss.dtype == np.float64 and c.center.dtype == np.float64
+        np.testing.assert_allclose(float(loss.item()), want, rtol=1e-9)
+        np.testing.assert_allclose(mt.to_numpy(c.center), c_ref, rtol=1e-9)
+
+
+def test_center_state_dict_round_trips_keeping_float64(device, rng, tmp_path):
+    """A float64 center saved (state_dict, and a safetensors checkpoint as recipes write it)
+    loads back bit-identical, even into an object built with the float32 default; a float32
+    center still loads into a float32 one."""
+    K = 4
+    c = TeacherCentering(K, device=device)
+    c.update(mt.backend.to_device(1.0 + rng.standard_normal((3, K)) / 3.0, device))
+    saved = c.state_dict()
+    assert list(saved) == ["center"] and saved["center"].dtype == np.float64
+    fresh = TeacherCentering(K, device=device)
+    fresh.load_state_dict(saved)
+    assert fresh.center.dtype == np.float64
+    assert mt.backend.device_of(fresh.center) == mt.backend.device_of(c.center)
+    np.testing.assert_array_equal(mt.to_numpy(fresh.center), mt.to_numpy(c.center))
+    path = tmp_path / "center.safetensors"
+    mt_io.save_model(path, c)
+    again = TeacherCentering(K, device=device)
+    mt_io.load_model(path, again)
+    assert again.center.dtype == np.float64
+    np.testing.assert_array_equal(mt.to_numpy(again.center), mt.to_numpy(c.center))
+    c32 = TeacherCentering(K, device=device)
+    c32.update(mt.backend.to_device(rng.standard_normal((3, K)).astype(np.float32), device))
+    back = TeacherCentering(K, device=device)
+    back.load_state_dict(c32.state_dict())
+    assert back.center.dtype == np.float32
+    np.testing.assert_array_equal(mt.to_numpy(back.center), mt.to_numpy(c32.center))
+    with pytest.raises(nn.StateDictError, match="shape"):
+        back.load_state_dict({"center": np.zeros((1, K + 1))})
 
 
 def test_center_probs_list_and_bad_input(rng):
