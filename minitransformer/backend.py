@@ -66,18 +66,66 @@ class _CupyMissing:
 
 _cupy_module: Any = None
 
+STANDIN_VARIABLE = "MINITRANSFORMER_CUPY_STANDIN"
+
+
+def _import_real_cupy() -> Any:
+    try:
+        import cupy as _cp  # the one place cupy is imported
+
+        return _cp
+    except Exception as e:  # ImportError, or a CUDA library that fails to load
+        return _CupyMissing(f"{type(e).__name__}: {e}")
+
+
+def _import_cupy() -> Any:
+    """The real ``cupy``, or, for tests only, the module named by
+    ``MINITRANSFORMER_CUPY_STANDIN`` (e.g. ``tests.cupy_standin``: a strict CuPy imitation on
+    NumPy) when no real CuPy with a GPU imports. A real GPU always wins, with a warning."""
+    real = _import_real_cupy()
+    standin = os.environ.get(STANDIN_VARIABLE, "").strip()
+    if not standin:
+        return real
+    if real:
+        try:
+            gpus = real.cuda.runtime.getDeviceCount()
+        except Exception:
+            gpus = 0
+        if gpus > 0:
+            import warnings
+
+            warnings.warn(f"{STANDIN_VARIABLE}={standin!r} is ignored: a real CuPy "
+                          f"{real.__version__} imports and sees {gpus} GPU(s)", RuntimeWarning,
+                          stacklevel=3)
+            return real
+    import importlib
+
+    try:
+        module = importlib.import_module(standin)
+    except Exception as e:
+        raise ImportError(f"{STANDIN_VARIABLE}={standin!r}: the CuPy stand-in module does not "
+                          f"import ({type(e).__name__}: {e})") from e
+    if not getattr(module, "IS_STANDIN", False):
+        raise ImportError(f"{STANDIN_VARIABLE}={standin!r}: module {module.__name__!r} is not "
+                          f"a CuPy stand-in (it has no IS_STANDIN = True)")
+    return module
+
 
 def cupy() -> Any:
-    """Return the ``cupy`` module, or a falsy ``_CupyMissing`` stand-in if it won't import."""
+    """Return the ``cupy`` module, or a falsy ``_CupyMissing`` stand-in if it won't import.
+
+    In tests, ``MINITRANSFORMER_CUPY_STANDIN`` may name a CuPy stand-in module to use when no
+    real CuPy with a GPU is there (see ``_import_cupy``)."""
     global _cupy_module
     if _cupy_module is None:
-        try:
-            import cupy as _cp  # the one place cupy is imported
-
-            _cupy_module = _cp
-        except Exception as e:  # ImportError, or a CUDA library that fails to load
-            _cupy_module = _CupyMissing(f"{type(e).__name__}: {e}")
+        _cupy_module = _import_cupy()
     return _cupy_module
+
+
+def _standin_cupyx() -> Any:
+    """The stand-in's ``cupyx`` when the CuPy in use is a test stand-in, else None."""
+    cp = cupy()
+    return cp.cupyx if getattr(cp, "IS_STANDIN", False) else None
 
 
 def _is_cupy_array(a: Any) -> bool:
@@ -389,6 +437,9 @@ def keep_freed_memory() -> bool:
 def erf(x: Any) -> Any:
     """The error function on either device (SciPy on the CPU, cupyx on the GPU)."""
     if _is_cupy_array(x):
+        standin = _standin_cupyx()
+        if standin is not None:
+            return standin.scipy.special.erf(x)
         import cupyx.scipy.special as cusp
 
         return cusp.erf(x)
@@ -400,6 +451,10 @@ def erf(x: Any) -> Any:
 def scatter_add(a: Any, indices: Any, values: Any) -> None:
     """``a[indices] += values`` in place, accumulating repeated indices (``np.add.at``)."""
     if _is_cupy_array(a):
+        standin = _standin_cupyx()
+        if standin is not None:
+            standin.scatter_add(a, indices, values)
+            return
         import cupyx
 
         cupyx.scatter_add(a, indices, values)
