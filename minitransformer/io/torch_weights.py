@@ -9,6 +9,15 @@ Our names are timm's (design §3), so the conversion is about orientation, not n
   patches flattened in (channel, row, col) order (each output is the sum over c, i, j of
   W[d, c, i, j] x[c, i, j]), which is how our ``nn.PatchEmbed`` flattens them, so it becomes
   ``W.reshape(D, C*p*p).T``;
+- DINO's / DINOv2's projection head (``head.*`` in a training checkpoint; facebookresearch/dino
+  vision_transformer.py, DINOHead) ends in ``last_layer = weight_norm(nn.Linear(bottleneck,
+  out_dim, bias=False))``, saved as ``last_layer.weight_v`` (out, bottleneck) and
+  ``last_layer.weight_g`` (out, 1); torch applies ``x @ (g * v / ||v||_row).T``. Our
+  ``models.WeightNormLinear`` holds the transposes, ``weight_v`` (bottleneck, out) and
+  ``weight_g`` (1, out), normalised per column, so both are transposed (a 1-D (out,) g is
+  reshaped to (1, out)). The names torch >= 2.1's ``parametrizations.weight_norm`` saves,
+  ``*.parametrizations.weight.original0`` (g) and ``.original1`` (v), map to ``*.weight_g``
+  and ``*.weight_v`` first. The head's MLP Linears are ordinary 2-D ``*.weight``;
 - DINOv2's ``mask_token`` (only used by iBOT training) is dropped unless the target has one,
   as timm's ``_convert_dinov2``; training checkpoints' ``module.`` / ``backbone.`` prefixes
   are stripped, and DINOv2's chunked ``blocks.{chunk}.{i}.`` become ``blocks.{i}.``.
@@ -33,6 +42,9 @@ from ..backend import to_numpy
 __all__ = ["convert_timm_vit_state_dict"]
 
 _CHUNKED_BLOCK = re.compile(r"(^|\.)blocks\.\d+\.(\d+)\.")
+# torch >= 2.1 parametrizations.weight_norm: original0 is the gain g, original1 the direction v
+_PARAMETRIZED_WN = re.compile(r"\.parametrizations\.weight\.(original[01])$")
+_PARAMETRIZED_NAMES = {"original0": ".weight_g", "original1": ".weight_v"}
 
 
 def convert_timm_vit_state_dict(sd: dict[str, Any], target_keys: Iterable[str] | None = None,
@@ -49,7 +61,11 @@ def convert_timm_vit_state_dict(sd: dict[str, Any], target_keys: Iterable[str] |
         strip_prefixes: leading prefixes removed from every key (training checkpoints).
 
     Shapes: Linear ``(out, in) -> (in, out)``; ``patch_embed.proj.weight``
-    ``(D, C, p, p) -> (C*p*p, D)``; everything else unchanged.
+    ``(D, C, p, p) -> (C*p*p, D)``; weight-norm ``weight_v`` ``(out, in) -> (in, out)`` and
+    ``weight_g`` ``(out, 1)`` or ``(out,)`` ``-> (1, out)``; everything else unchanged.
+
+    Raises ValueError naming the key and shape for a ``weight_v`` that is not 2-D, a
+    ``weight_g`` that is not (out, 1) / (out,), or a g and v pair whose ``out`` differ.
     """
     targets = set(target_keys) if target_keys is not None else set()
     out: dict[str, np.ndarray] = {}
@@ -62,6 +78,7 @@ def convert_timm_vit_state_dict(sd: dict[str, Any], target_keys: Iterable[str] |
                 if name.startswith(prefix):
                     name, changed = name[len(prefix):], True
         name = _CHUNKED_BLOCK.sub(r"\1blocks.\2.", name)  # blocks.{chunk}.{i}. -> blocks.{i}.
+        name = _PARAMETRIZED_WN.sub(lambda m: _PARAMETRIZED_NAMES[m.group(1)], name)
         if ".mlp.w12." in name or ".mlp.w3." in name:
             raise ValueError(f"convert_timm_vit_state_dict: {key} is DINOv2-g's SwiGLU MLP, "
                              "which minitransformer does not implement")
@@ -76,8 +93,25 @@ def convert_timm_vit_state_dict(sd: dict[str, Any], target_keys: Iterable[str] |
             w = w.reshape(D, -1).T  # (D, C, p, p) -> (D, C*p*p) -> (C*p*p, D)
         elif name.endswith(".weight") and w.ndim == 2:
             w = w.T  # torch Linear (out, in) -> ours (in, out)
+        elif name.endswith(".weight_v"):
+            if w.ndim != 2:
+                raise ValueError(f"convert_timm_vit_state_dict: {key} should be a weight-norm "
+                                 f"direction (out, in), got shape {w.shape}")
+            w = w.T  # torch (out, in), one norm per row -> ours (in, out), one per column
+        elif name.endswith(".weight_g"):
+            if not (w.ndim == 1 or (w.ndim == 2 and w.shape[1] == 1)):
+                raise ValueError(f"convert_timm_vit_state_dict: {key} should be a weight-norm "
+                                 f"gain (out, 1) or (out,), got shape {w.shape}")
+            w = w.reshape(1, -1)  # torch (out, 1) -> ours (1, out)
         if name in out:  # e.g. "module.x" and "x" in one dict
             raise ValueError(f"convert_timm_vit_state_dict: two keys map to {name!r} after "
                              "stripping prefixes")
         out[name] = np.array(w, order="C")  # a contiguous copy (keeps 0-d shapes)
+    for name, g in out.items():
+        if name.endswith(".weight_g"):
+            v = out.get(name[:-1] + "v")
+            if v is not None and v.shape[1] != g.shape[1]:
+                raise ValueError(
+                    f"convert_timm_vit_state_dict: {name} has {g.shape[1]} outputs but "
+                    f"{name[:-1]}v has {v.shape[1]} (torch shapes (out, 1) and (out, in))")
     return out

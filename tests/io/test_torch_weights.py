@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -149,3 +151,90 @@ def test_arrays_on_the_device_are_converted(device, xp, rng):
     for k, v in convert_timm_vit_state_dict(sd).items():
         assert type(out[k]) is np.ndarray, k
         np.testing.assert_array_equal(out[k], v)
+
+
+# ------------------------------------------------------------------ DINO head (weight norm)
+IN, HID, BOT, OUT = 6, 10, 5, 9
+
+
+def _fake_dino_head(rng, prefix="head.", parametrized=False):
+    """A random DINO head state dict in torch layout (facebookresearch/dino
+    vision_transformer.py, DINOHead, nlayers=3: mlp.0, mlp.2, mlp.4 Linears with GELU between;
+    ``last_layer = weight_norm(nn.Linear(bottleneck, out_dim, bias=False))`` saved as
+    weight_v (out, bottleneck) and weight_g (out, 1)). g is random, not DINO's frozen 1, so
+    the test sees where it goes. ``parametrized``: torch >= 2.1's parametrizations names."""
+    shapes = {"mlp.0.weight": (HID, IN), "mlp.0.bias": (HID,),
+              "mlp.2.weight": (HID, HID), "mlp.2.bias": (HID,),
+              "mlp.4.weight": (BOT, HID), "mlp.4.bias": (BOT,)}
+    sd = {prefix + k: rng.standard_normal(s) for k, s in shapes.items()}
+    g, v = rng.uniform(0.5, 2.0, (OUT, 1)), rng.standard_normal((OUT, BOT))
+    if parametrized:
+        sd[prefix + "last_layer.parametrizations.weight.original0"] = g
+        sd[prefix + "last_layer.parametrizations.weight.original1"] = v
+    else:
+        sd[prefix + "last_layer.weight_g"] = g
+        sd[prefix + "last_layer.weight_v"] = v
+    return sd, g, v
+
+
+def _torch_dino_head_numpy(sd, g, v, x, prefix="head."):
+    """DINOHead.forward as torch computes it, in NumPy float64: Linear is x @ W.T + b,
+    GELU the erf form, F.normalize(dim=-1), then the weight-normed Linear
+    y = x @ (g * v / ||v||_row).T (torch weight_norm dim=0: one norm per output row)."""
+    erf = np.vectorize(math.erf)
+
+    def gelu(a):
+        return 0.5 * a * (1.0 + erf(a / math.sqrt(2.0)))
+
+    def lin(a, i):
+        return a @ sd[f"{prefix}mlp.{i}.weight"].T + sd[f"{prefix}mlp.{i}.bias"]
+
+    h = lin(gelu(lin(gelu(lin(x, 0)), 2)), 4)
+    z = h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
+    W = g * v / np.linalg.norm(v, axis=1, keepdims=True)  # (out, bottleneck)
+    return z @ W.T
+
+
+@pytest.mark.parametrize("parametrized", [False, True])
+def test_dino_head_weight_norm_converts_to_our_dino_head(rng, parametrized):
+    """Issue 12: weight_v (out, bottleneck) -> (bottleneck, out), weight_g (out, 1) ->
+    (1, out); the converted head loads strictly into models.DINOHead and gives the torch
+    formula's output to float64 rounding (with "backbone." stripped and "head." kept, as in a
+    DINO training checkpoint)."""
+    models = pytest.importorskip("minitransformer.models")
+    sd, g, v = _fake_dino_head(rng, parametrized=parametrized)
+    sd["backbone.cls_token"] = rng.standard_normal((1, 1, D))
+    out = convert_timm_vit_state_dict(sd)
+    assert out["cls_token"].shape == (1, 1, D)
+    np.testing.assert_array_equal(out["head.last_layer.weight_v"], v.T)
+    np.testing.assert_array_equal(out["head.last_layer.weight_g"], g.T)
+    np.testing.assert_array_equal(out["head.mlp.0.weight"], sd["head.mlp.0.weight"].T)
+    head = models.DINOHead(IN, OUT, hidden_dim=HID, bottleneck_dim=BOT, nlayers=3,
+                           norm_last_layer=False).to(dtype=np.float64)
+    head_sd = {k[len("head."):]: a for k, a in out.items() if k.startswith("head.")}
+    assert set(head_sd) == set(head.state_dict())
+    head.load_state_dict(head_sd, strict=True)
+    x = rng.standard_normal((4, IN))
+    got = head(mt.tensor(x, dtype=np.float64))
+    assert got.dtype == np.float64
+    want = _torch_dino_head_numpy(sd, g, v, x)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-14)
+
+
+def test_dino_head_weight_g_as_a_vector_and_bad_shapes(rng):
+    """A 1-D (out,) gain becomes (1, out); a gain or direction of the wrong rank, or a g and
+    v pair with different numbers of outputs, raise an error naming the key and shape."""
+    v = rng.standard_normal((OUT, BOT))
+    g = rng.uniform(0.5, 2.0, OUT)
+    out = convert_timm_vit_state_dict({"last_layer.weight_g": g, "last_layer.weight_v": v})
+    np.testing.assert_array_equal(out["last_layer.weight_g"], g[None, :])
+    with pytest.raises(ValueError, match=r"head\.last_layer\.weight_g.*\(9, 2\)"):
+        convert_timm_vit_state_dict({"head.last_layer.weight_g": np.ones((OUT, 2))})
+    with pytest.raises(ValueError, match=r"weight_v.*\(9,\)"):
+        convert_timm_vit_state_dict({"head.last_layer.weight_v": np.ones(OUT)})
+    with pytest.raises(ValueError, match=r"weight_g has 8 outputs.*weight_v has 9"):
+        convert_timm_vit_state_dict({"head.last_layer.weight_g": np.ones((OUT - 1, 1)),
+                                     "head.last_layer.weight_v": v})
+    with pytest.raises(ValueError, match="two keys map"):
+        convert_timm_vit_state_dict({"last_layer.weight_g": g[:, None],
+                                     "last_layer.parametrizations.weight.original0": g[:, None]})
