@@ -65,7 +65,7 @@ class Transpose(Function):
         return x.transpose(self.perm)
 
     def backward(self, gy: Any) -> Any:
-        return gy.transpose(np.argsort(self.perm))  # the inverse permutation
+        return gy.transpose(tuple(int(i) for i in np.argsort(self.perm)))  # the inverse permutation
 
 
 def transpose(x: Any, axes: Sequence[int] | None = None) -> Tensor:
