@@ -158,3 +158,46 @@ def test_keep_freed_memory_reports_whether_it_applied():
     is_glibc = platform.libc_ver()[0] == "glibc"
     assert mt.backend.keep_freed_memory() is is_glibc
     assert mt.backend.keep_freed_memory() is is_glibc  # calling it again is harmless
+
+
+# ---------------------------------------------------------------------------- CuPy stand-in
+def test_the_cupy_standin_is_used_only_when_asked(clean_backend, monkeypatch):
+    """MINITRANSFORMER_CUPY_STANDIN names a test module used in place of a missing CuPy."""
+    missing = backend._CupyMissing("ModuleNotFoundError: No module named 'cupy'")
+    monkeypatch.setattr(backend, "_import_real_cupy", lambda: missing)
+    monkeypatch.delenv(backend.STANDIN_VARIABLE, raising=False)
+    clean_backend._cupy_module = None
+    assert backend.cupy() is missing and not mt.cuda_available()
+    monkeypatch.setenv(backend.STANDIN_VARIABLE, "tests.cupy_standin")
+    clean_backend._cupy_module = None
+    clean_backend._cuda_device = None
+    from tests import cupy_standin
+
+    assert backend.cupy() is cupy_standin and mt.cuda_available()
+    x = mt.tensor([1.0, 2.0], device="cuda")
+    assert type(x.data) is cupy_standin.ndarray and x.device == "cuda"
+    assert backend.to_numpy(backend.erf(x.data)).shape == (2,)
+
+
+def test_a_real_gpu_wins_over_the_standin_with_a_warning(clean_backend, monkeypatch):
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 2)
+    real = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime), __version__="13.6")
+    monkeypatch.setattr(backend, "_import_real_cupy", lambda: real)
+    monkeypatch.setenv(backend.STANDIN_VARIABLE, "tests.cupy_standin")
+    clean_backend._cupy_module = None
+    with pytest.warns(RuntimeWarning, match=r"MINITRANSFORMER_CUPY_STANDIN='tests\.cupy_standin' "
+                                            r"is ignored: a real CuPy 13\.6 imports and sees 2"):
+        assert backend.cupy() is real
+
+
+@pytest.mark.parametrize(("name", "msg"), [
+    ("tests.no_such_standin", r"the CuPy stand-in module does not import \(ModuleNotFoundError"),
+    ("json", r"module 'json' is not a CuPy stand-in"),
+])
+def test_a_bad_standin_name_is_a_clear_error(clean_backend, monkeypatch, name, msg):
+    monkeypatch.setattr(backend, "_import_real_cupy",
+                        lambda: backend._CupyMissing("ModuleNotFoundError: no cupy"))
+    monkeypatch.setenv(backend.STANDIN_VARIABLE, name)
+    clean_backend._cupy_module = None
+    with pytest.raises(ImportError, match=rf"^MINITRANSFORMER_CUPY_STANDIN='{name}': {msg}"):
+        backend.cupy()

@@ -1,0 +1,168 @@
+"""The strict CuPy stand-in itself (tests/cupy_standin.py): it refuses what CuPy refuses,
+counts device-to-host transfers, and catches a host/device mix injected into an op."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minitransformer as mt
+from minitransformer import backend
+from minitransformer import functional as F
+from tests import cupy_standin as cp
+
+IMPLICIT = r"^Implicit conversion to a NumPy array is not allowed\. Please use `\.get\(\)` to " \
+           r"construct a NumPy array explicitly\.$"
+
+
+@pytest.fixture
+def on_standin(monkeypatch):
+    """The backend uses the stand-in for "cuda" during the test, whatever the environment."""
+    for name in ("_default_device", "_cupy_module", "_cuda_device", "_seed"):
+        monkeypatch.setattr(backend, name, getattr(backend, name))
+    monkeypatch.setattr(backend, "_rngs", dict(backend._rngs))
+    monkeypatch.delenv("MINITRANSFORMER_DEVICE", raising=False)
+    monkeypatch.setenv(backend.STANDIN_VARIABLE, "tests.cupy_standin")
+    monkeypatch.setattr(backend, "_import_real_cupy",
+                        lambda: backend._CupyMissing("ModuleNotFoundError: no cupy in this test"))
+    backend._cupy_module = None
+    backend._cuda_device = None
+    backend.set_default_device(None)
+    assert backend.cupy() is cp and mt.cuda_available()
+    cp.reset_transfers()
+    yield cp
+    cp.reset_transfers()
+
+
+# ------------------------------------------------------------------ refusals, as CuPy's
+@pytest.mark.parametrize("convert", [np.asarray, np.array, lambda a: np.array([a, a]),
+                                     lambda a: np.exp(a).__array__()])
+def test_implicit_conversion_to_numpy_raises_cupys_type_error(convert):
+    a = cp.asarray(np.arange(3.0))
+    with pytest.raises(TypeError, match=IMPLICIT):
+        convert(a)
+
+
+def test_get_and_asnumpy_are_the_ways_to_the_host():
+    host = np.arange(6.0).reshape(2, 3)
+    a = cp.asarray(host)
+    assert type(a).__module__ == "cupy" and backend._is_cupy_array(a)
+    got = a.get()
+    assert type(got) is np.ndarray and got is not host
+    np.testing.assert_array_equal(got, host)
+    np.testing.assert_array_equal(cp.asnumpy(a * 2), host * 2)
+
+
+@pytest.mark.parametrize("op", [
+    lambda d, h: d + h, lambda d, h: h + d, lambda d, h: d * h, lambda d, h: h @ d.T,
+    lambda d, h: cp.maximum(d, h), lambda d, h: cp.concatenate([d, h]),
+    lambda d, h: cp.where(d > 0, h, d), lambda d, h: cp.exp(h), lambda d, h: cp.sum(h),
+    lambda d, h: np.add(d, h), lambda d, h: cp.copyto(d, h),
+    lambda d, h: cp.cupyx.scatter_add(d, np.array([0]), h[:1]),
+], ids=["d+h", "h+d", "d*h", "h@d", "maximum", "concatenate", "where", "exp", "sum",
+        "np.add", "copyto", "scatter_add"])
+def test_numpy_operands_are_refused(op):
+    d, h = cp.asarray(np.ones(3)), np.ones(3)
+    with pytest.raises(TypeError, match=r"Unsupported type <class 'numpy\.ndarray'>"):
+        op(d, h)
+
+
+def test_scalars_indices_and_host_data_in_constructors_are_accepted():
+    d = cp.asarray(np.arange(4.0))
+    got = (d + 1.0) * np.float32(2) - True
+    np.testing.assert_array_equal(got.get(), (np.arange(4.0) + 1) * 2 - 1)
+    np.testing.assert_array_equal(d[np.array([3, 0])].get(), [3.0, 0.0])  # CuPy copies it
+    d[np.array([1])] = np.array([9.0])
+    assert d.get()[1] == 9.0
+    np.testing.assert_array_equal(cp.array([cp.asarray(1.0), 2.0]).get(), [1.0, 2.0])
+
+
+def test_reductions_and_indexing_give_device_scalars_not_numpy_scalars():
+    d = cp.asarray(np.arange(4.0))
+    for got in (d.sum(), cp.max(d), d[1], cp.linalg.norm(d)):
+        assert isinstance(got, cp.ndarray) and got.ndim == 0
+
+
+def test_out_and_in_place_operators_keep_the_device_array():
+    d = cp.asarray(np.ones(3))
+    out = cp.zeros(3)
+    assert cp.add(d, d, out=out) is out
+    d += 1.0
+    np.testing.assert_array_equal(out.get() + d.get(), [4.0, 4.0, 4.0])
+
+
+def test_random_has_only_what_cupy_random_has():
+    g = cp.random.default_rng(0)
+    assert isinstance(g.standard_normal((2, 3), dtype=np.float32), cp.ndarray)
+    assert g.integers(0, 5, size=4).dtype == np.int64
+    for missing in ("permutation", "choice", "shuffle", "permuted", "normal"):
+        with pytest.raises(AttributeError, match=missing):
+            getattr(g, missing)
+
+
+# ------------------------------------------------------------------ the transfer counter
+@pytest.mark.parametrize(("read", "kind"), [
+    (lambda a: a.get(), "get"), (lambda a: cp.asnumpy(a), "get"), (lambda a: a.item(), "item"),
+    (lambda a: float(a), "float"), (lambda a: int(a), "int"), (lambda a: bool(a), "bool"),
+    (lambda a: a.tolist(), "tolist"), (lambda a: repr(a), "print"), (lambda a: str(a), "print"),
+    (lambda a: f"{a:.3f}", "print"), (lambda a: [0, 1, 2][a], "index"),
+])
+def test_each_device_to_host_transfer_is_counted(read, kind):
+    a = cp.asarray(np.asarray(1))
+    cp.reset_transfers()
+    read(a)
+    assert cp.transfers() == 1 and cp.transfer_counts() == {kind: 1}
+    cp.reset_transfers()
+    assert cp.transfers() == 0 and cp.transfer_counts() == {}
+
+
+def test_device_work_is_not_counted():
+    cp.reset_transfers()
+    a = cp.asarray(np.arange(12.0).reshape(3, 4))  # host to device: not counted
+    b = (cp.exp(a) @ a.T).sum(axis=0) / 3.0
+    b[b > 1] = 0.0
+    assert b.shape == (3,) and cp.transfers() == 0
+
+
+def test_a_training_step_on_the_standin_reads_the_loss_once(on_standin):
+    """A whole forward and backward pass stays on the device until the loss is read."""
+    x = mt.tensor(np.random.default_rng(0).standard_normal((4, 8)), device="cuda",
+                  requires_grad=True)
+    loss = F.gelu(x).sum()
+    loss.backward()
+    assert x.grad is not None and backend._is_cupy_array(loss.data)
+    n_before_read = cp.transfers()
+    float(loss.item())
+    assert cp.transfers() == n_before_read + 1
+
+
+# ------------------------------------------------------------------ fault injection
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "composed"])
+def test_an_injected_host_device_mix_makes_an_op_fail(on_standin, monkeypatch, fused):
+    """Break ``backend.erf`` so that it hands back a host copy of its result (the classic GPU
+    bug: one step of an op done on the host): the float64 GELU that uses it passes on the CPU
+    but fails on the stand-in, which refuses the NumPy operand the next step meets."""
+    data = np.linspace(-2.0, 2.0, 8)
+    real_erf = backend.erf
+
+    def leaky_erf(a):
+        return backend.to_numpy(real_erf(a))  # the injected fault
+
+    with F.use_fused(fused):
+        want = F.gelu(mt.tensor(data, device="cuda")).data.get()  # unbroken: runs
+        monkeypatch.setattr(backend, "erf", leaky_erf)
+        got_cpu = F.gelu(mt.tensor(data)).data  # NumPy does not see the mix
+        np.testing.assert_allclose(got_cpu, want, rtol=1e-12)
+        # fused: the stand-in refuses the NumPy operand; composed: the host array becomes a
+        # CPU tensor and the library's own device check refuses the mix
+        refusal = (r"Unsupported type <class 'numpy\.ndarray'>" if fused
+                   else r"Mul: inputs are on different devices \(cuda, cpu\)")
+        with pytest.raises((TypeError, ValueError), match=refusal):
+            F.gelu(mt.tensor(data, device="cuda"))
+
+
+def test_an_injected_numpy_call_on_a_device_array_fails(on_standin):
+    """The other half of a host/device mix: NumPy called on a device array."""
+    x = mt.tensor(np.ones(3), device="cuda")
+    with pytest.raises(TypeError, match=IMPLICIT):
+        np.asarray(x.data)
