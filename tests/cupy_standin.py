@@ -289,18 +289,27 @@ class ndarray:  # noqa: N801 - CuPy's name
         return format(self._a.item() if self._a.ndim == 0 else self._a, spec)
 
 
+def _defers(other: Any) -> bool:
+    """True for operands that opt out of ufuncs (``__array_ufunc__ = None``, as
+    ``mt.Tensor``): CuPy's operators return NotImplemented so that Python asks the other
+    operand's reflected method."""
+    return getattr(type(other), "__array_ufunc__", False) is None
+
+
 def _binary(ufunc: Any, reflected: bool = False):
     if reflected:
         def op(self, other):
-            return ufunc(other, self)
+            return NotImplemented if _defers(other) else ufunc(other, self)
     else:
         def op(self, other):
-            return ufunc(self, other)
+            return NotImplemented if _defers(other) else ufunc(self, other)
     return op
 
 
 def _inplace(ufunc: Any):
     def op(self, other):
+        if _defers(other):
+            return NotImplemented
         ufunc(self, other, out=self)
         return self
     return op

@@ -77,6 +77,18 @@ def test_scalars_indices_and_host_data_in_constructors_are_accepted():
     np.testing.assert_array_equal(cp.array([cp.asarray(1.0), 2.0]).get(), [1.0, 2.0])
 
 
+def test_operators_defer_to_operands_that_opt_out_of_ufuncs():
+    """As CuPy's: ``device_array + tensor`` gives the Tensor's ``__radd__`` its turn."""
+
+    class OptOut:
+        __array_ufunc__ = None
+
+        def __radd__(self, other):
+            return "reflected"
+
+    assert cp.asarray(np.ones(2)) + OptOut() == "reflected"
+
+
 def test_reductions_and_indexing_give_device_scalars_not_numpy_scalars():
     d = cp.asarray(np.arange(4.0))
     for got in (d.sum(), cp.max(d), d[1], cp.linalg.norm(d)):
