@@ -171,22 +171,29 @@ KINDS = {"supervised-digits": VisionTransformer, "clip-shapes": CLIP,
 
 
 def _outputs(name, model, recipe):
-    """The model's outputs on 8 test inputs of its recipe (host arrays)."""
+    """The model's outputs on 8 test inputs of its recipe (host arrays); the inputs go to
+    the model's device first."""
+    dev = mt.backend.device_of(next(iter(model.parameters())).data)
+
     def host(t):
         return mt.to_numpy(t.data)
 
+    def on(a):
+        return mt.backend.to_device(a, dev)
+
     with mt.no_grad():
         if name == "supervised-digits":
-            return [host(model(recipe.data.x_test[:8]))]  # (8, 10)
+            return [host(model(on(recipe.data.x_test[:8])))]  # (8, 10)
         if name == "clip-shapes":
-            return [host(model.encode_image(recipe.test_set.images[:8])),  # (8, E)
-                    host(model.encode_text(recipe.prompt_tokens[:8]))]  # (8, E)
+            return [host(model.encode_image(on(recipe.test_set.images[:8]))),  # (8, E)
+                    host(model.encode_text(on(recipe.prompt_tokens[:8])))]  # (8, E)
         if name == "mae-shapes":
             masks = recipe.masks(8, np.random.default_rng(0))  # (8, N)
-            return [host(model(recipe.data.x_test[:8], masks))]  # (8, N, P)
-        f = model.forward_features(recipe.data.x_test[:8])
+            return [host(model(on(recipe.data.x_test[:8]), on(masks)))]  # (8, N, P)
+        x = on(recipe.data.x_test[:8])
+        f = model.forward_features(x)
         return [host(f["x_norm_clstoken"]), host(f["x_norm_patchtokens"]),
-                host(model.get_last_selfattention(recipe.data.x_test[:8]))]
+                host(model.get_last_selfattention(x))]
 
 
 @pytest.mark.parametrize("name", NAMES)
