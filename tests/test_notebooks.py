@@ -95,6 +95,28 @@ def test_notebook_runs(path, kernel_env):
     client.execute()  # raises CellExecutionError naming the cell and the traceback
 
 
+# Two notebooks also run with the device set to cuda on the strict CuPy stand-in
+# (tests/cupy_standin.py): the attention walkthrough, and CLIP with a shipped checkpoint.
+ON_STANDIN = [NOTEBOOK_DIR / "01_self_attention.ipynb", NOTEBOOK_DIR / "07_clip.ipynb"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ON_STANDIN, ids=[p.name for p in ON_STANDIN])
+def test_notebook_runs_with_device_cuda_on_the_cupy_standin(path, kernel_env, monkeypatch):
+    """What a GPU user runs: MINITRANSFORMER_DEVICE=cuda, every array on the device. The
+    stand-in refuses implicit host copies and NumPy operands as CuPy does (no GPU in CI)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("MINITRANSFORMER_CUPY_STANDIN", "tests.cupy_standin")
+    monkeypatch.setenv("MINITRANSFORMER_DEVICE", "cuda")
+    nb = nbformat.read(path, as_version=4)
+    fill_with_solutions(nb)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "assert device == 'cuda' and type(mt.backend.cupy()).__name__ == 'module', device"))
+    nbclient.NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=600,
+                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
+
+
 @pytest.mark.parametrize("path", LESSONS, ids=[p.name for p in LESSONS])
 def test_notebook_has_three_exercises_left_to_the_learner(path):
     nbformat = pytest.importorskip("nbformat")
