@@ -11,7 +11,8 @@ next one runs; nothing stops at the first failure):
 {steps}
 
 The limits add up to at most {budget:.0f} s (``--budget``; a step never gets more than what is
-left of it), so the whole check finishes within 8 minutes. It also records the GPU's name and
+left of it; one stopped at its limit gets SIGTERM, then SIGKILL 20 s later), so the whole check
+finishes within 8 minutes. It also records the GPU's name and
 memory, the CuPy, CUDA runtime and driver versions, NumPy's and Python's versions and the
 commit. It writes ONE JSON report, ``--out``/report.json (default runs/gpu_check/report.json;
 the runs' own files go to ``--out``/work/, cleared first), and prints a short Markdown table.
@@ -57,16 +58,16 @@ STEPS: dict[str, tuple[float, str]] = {
                      "(CuPy memory pool used/total bytes, sampled after forward and backward)"),
     "demo": (60, "`python -m minitransformer demo --device cuda --out ...`: wall time and the "
                  "zero-shot accuracies it prints (trained and at random init)"),
-    "preset": (100, f"`python -m minitransformer train dino --preset gpu --device cuda --steps "
+    "preset": (90, f"`python -m minitransformer train dino --preset gpu --device cuda --steps "
                     f"{PRESET_STEPS}` (--preset-steps): s/step (median of the logged steps; the "
                     "first, with CuPy's kernel compilation, apart) and the loss, first and last; "
                     "at the limit it is sent SIGTERM (it saves) and what it logged is kept"),
-    "notebooks": (150, "every notebook in notebooks/ in tiny mode (MINITRANSFORMER_TINY=1) with "
+    "notebooks": (140, "every notebook in notebooks/ in tiny mode (MINITRANSFORMER_TINY=1) with "
                        "MINITRANSFORMER_DEVICE=cuda, exercises filled with their solutions as in "
                        "tests/test_notebooks.py, each in a fresh kernel: pass/fail per notebook "
                        "(those left when the step's time is spent are recorded as not run)"),
 }
-BUDGET = 470.0
+BUDGET = 450.0  # + at most 20 s for a step stopped at its limit to save and exit
 NOTEBOOK_LIMIT = 60.0  # one notebook at most
 
 
@@ -94,6 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--worker", choices=["vit", "notebook"], help=argparse.SUPPRESS)
     p.add_argument("--notebook", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--limit", type=float, default=NOTEBOOK_LIMIT, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     unknown = [s for s in a.only.split(",") if s and s not in STEPS]
     if unknown:
@@ -370,9 +372,10 @@ def step_notebooks(a: argparse.Namespace, limit: float, work: Path) -> dict[str,
             results[path.name] = {"status": "not run", "why": "the step's time was spent"}
             continue
         out = work / f"notebook-{path.stem}.json"
+        nb_limit = min(NOTEBOOK_LIMIT, left)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "notebook",
-               "--notebook", str(path), "--result", str(out)]
-        r = run_limited(cmd, min(NOTEBOOK_LIMIT, left), env)
+               "--notebook", str(path), "--result", str(out), "--limit", f"{nb_limit:.0f}"]
+        r = run_limited(cmd, nb_limit, env)
         ok = r["rc"] == 0 and not r["timed_out"] and out.exists()
         results[path.name] = {"status": "passed" if ok else
                               ("timed out" if r["timed_out"] else "failed"),
@@ -398,7 +401,12 @@ def notebook_worker(a: argparse.Namespace) -> None:
     nb.cells.append(nbformat.v4.new_code_cell(
         "import minitransformer as _mt\n"
         "assert device == 'cuda' and _mt.cuda_available(), (device, _mt.pick_device())"))
-    nbclient.NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=int(NOTEBOOK_LIMIT),
+    def stop(signum: int, frame: Any) -> None:  # the parent's limit: shut the kernel down
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    # a cell running past the limit is stopped by nbclient itself, which shuts the kernel down
+    nbclient.NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=max(int(a.limit) - 10, 5),
                             resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
     a.result.write_text(json.dumps({"notebook": a.notebook.name, "status": "passed"}))
 
