@@ -497,7 +497,7 @@ def table(report: dict[str, Any]) -> str:
             f"driver {m.get('driver')}, NumPy {m.get('numpy')}), commit "
             f"{(m.get('commit') or '?')[:10]}" + (" (stand-in: no GPU)" if m.get("standin")
                                                  else ""),
-            "", "| step | result | wall s | limit s | |", "|---|---|---|---|---|"]
+            "", "| step | result | wall s | limit s | numbers |", "|---|---|---|---|---|"]
     for name, rec in report["steps"].items():
         status = "ok" if rec.get("ok") else ("timed out" if rec.get("timed_out") else "FAILED")
         rows.append(f"| {name} | {status} | {_fmt(rec.get('step_wall_s'), '.1f')} | "
