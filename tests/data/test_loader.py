@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from minitransformer.backend import get_array_module, to_numpy
 from minitransformer.data import DataLoader
+from tests import cupy_standin
 
 
 @given(
@@ -57,23 +58,9 @@ def test_shuffle_changes_per_epoch_and_is_seeded():
     np.testing.assert_array_equal(next(iter(again))[0], e1)
 
 
-class _StrictDeviceArray:
-    """A stand-in for a CuPy array: the backend recognises it by its module name (as it does
-    CuPy's), ``get()`` copies it to the host, and, like CuPy, it refuses implicit host
-    conversion (``np.asarray`` on it raises TypeError)."""
-
-    __module__ = "cupy._core.core"
-
-    def __init__(self, a):
-        self._a = np.asarray(a)
-        self.shape, self.ndim, self.dtype = self._a.shape, self._a.ndim, self._a.dtype
-
-    def __array__(self, *args, **kwargs):
-        raise TypeError("Implicit conversion to a NumPy array is not allowed. "
-                        "Please use `.get()` to construct a NumPy array explicitly.")
-
-    def get(self):
-        return self._a.copy()
+# A device array as strict as CuPy's (no implicit host conversion), from the test suite's
+# CuPy stand-in: the backend recognises it as a device array by its module name.
+_StrictDeviceArray = cupy_standin.asarray
 
 
 class _DeviceGenerator:

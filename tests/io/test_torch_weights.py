@@ -9,6 +9,7 @@ import pytest
 
 import minitransformer as mt
 from minitransformer.io import convert_timm_vit_state_dict
+from tests import cupy_standin
 
 D, C, P, IMG, DEPTH, CLASSES = 8, 3, 2, 8, 2, 5
 N = (IMG // P) ** 2
@@ -111,23 +112,9 @@ def test_converted_dict_loads_into_our_vision_transformer(rng):
     assert set(out) == set(target)  # DINOv2's mask_token kept when the model has one
 
 
-class _StrictDeviceArray:
-    """A stand-in for a CuPy array: the backend recognises it by its module name (as it does
-    CuPy's), ``get()`` copies it to the host, and, like CuPy, it refuses implicit host
-    conversion (``np.asarray`` on it raises TypeError)."""
-
-    __module__ = "cupy._core.core"
-
-    def __init__(self, a):
-        self._a = np.asarray(a)
-        self.shape, self.ndim, self.dtype = self._a.shape, self._a.ndim, self._a.dtype
-
-    def __array__(self, *args, **kwargs):
-        raise TypeError("Implicit conversion to a NumPy array is not allowed. "
-                        "Please use `.get()` to construct a NumPy array explicitly.")
-
-    def get(self):
-        return self._a.copy()
+# A device array as strict as CuPy's (no implicit host conversion), from the test suite's
+# CuPy stand-in: the backend recognises it as a device array by its module name.
+_StrictDeviceArray = cupy_standin.asarray
 
 
 def test_device_arrays_and_tensors_are_converted_like_numpy(rng):

@@ -12,6 +12,7 @@ import minitransformer as mt
 from minitransformer import viz
 from minitransformer.models import VisionTransformer, ViTConfig
 from minitransformer.viz._figure import image_hwc, show_image
+from tests import cupy_standin
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -114,23 +115,9 @@ def test_plot_attention_maps_checks_shapes(rng):
         viz.plot_attention_maps(rng.random((2, 3, 32, 32)), rng.random((1, 2, 4, 4)))
 
 
-class _StrictDeviceArray:
-    """A stand-in for a CuPy array: the backend recognises it by its module name (as it does
-    CuPy's), ``get()`` copies it to the host, and, like CuPy, it refuses implicit host
-    conversion (``np.asarray`` on it raises TypeError)."""
-
-    __module__ = "cupy._core.core"
-
-    def __init__(self, a):
-        self._a = np.asarray(a)
-        self.shape, self.ndim, self.dtype = self._a.shape, self._a.ndim, self._a.dtype
-
-    def __array__(self, *args, **kwargs):
-        raise TypeError("Implicit conversion to a NumPy array is not allowed. "
-                        "Please use `.get()` to construct a NumPy array explicitly.")
-
-    def get(self):
-        return self._a.copy()
+# A device array as strict as CuPy's (no implicit host conversion), from the test suite's
+# CuPy stand-in: the backend recognises it as a device array by its module name.
+_StrictDeviceArray = cupy_standin.asarray
 
 
 def test_viz_functions_take_device_arrays(tmp_path, rng):
