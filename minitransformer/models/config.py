@@ -139,6 +139,9 @@ class TextConfig(_Presets):
     pos_embed: str = "learned"  # "learned" (BERT, CLIP) or "sinusoidal" (the seed, fixed)
     drop: float = 0.0  # dropout after embeddings, attention proj and MLP
     attn_drop: float = 0.0  # dropout on the attention probabilities
+    type_vocab_size: int = 0  # rows of a token-type (segment) embedding; BERT: 2; 0 = none
+    embed_norm: bool = False  # LayerNorm on the summed embeddings (BERT); CLIP: False
+    final_norm: bool = True  # LayerNorm after the last block (pre-norm stacks); BERT: False
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny: CPU unit tests and notebooks
@@ -162,6 +165,10 @@ class TextConfig(_Presets):
         if self.pos_embed not in ("learned", "sinusoidal"):
             raise ValueError(
                 f"TextConfig: pos_embed must be 'learned' or 'sinusoidal', got {self.pos_embed!r}"
+            )
+        if self.type_vocab_size < 0:
+            raise ValueError(
+                f"TextConfig: type_vocab_size must be >= 0, got {self.type_vocab_size}"
             )
         for name in ("eot_id", "pad_id"):
             v = getattr(self, name)
