@@ -1,6 +1,7 @@
 """Models: dataclass configs with named presets, the transformer encoder, the Vision
 Transformer, the text transformer, the heads and the CLIP dual encoder."""
 
+from .backbone_head import BackboneWithHead
 from .clip import CLIP
 from .config import TextConfig, ViTConfig
 from .encoder import TransformerEncoder, drop_path_rates, make_blocks
@@ -18,7 +19,8 @@ from .text import TextTransformer
 from .vit import VisionTransformer
 
 __all__ = [
-    "CLIP", "BatchNorm1d", "DINOHead", "MIMPixelHead", "MIMTokenHead", "MLMHead",
+    "BackboneWithHead", "CLIP", "BatchNorm1d", "DINOHead", "MIMPixelHead",
+    "MIMTokenHead", "MLMHead",
     "ProjectionHead", "TextConfig", "TextTransformer", "TransformerEncoder", "ViTConfig",
     "VisionTransformer", "WeightNormLinear", "cancel_last_layer_gradients", "drop_path_rates",
     "make_blocks",
