@@ -77,6 +77,8 @@ class ViTConfig(_Presets):
     patch_bias: bool = True  # bias of the patch projection (False in CLIP)
     drop: float = 0.0  # dropout after position embedding, attention proj and MLP
     attn_drop: float = 0.0  # dropout on the attention probabilities
+    num_register_tokens: int = 0  # R learned registers after CLS, no position (DINOv2 *_reg: 4)
+    pre_norm: bool = False  # LayerNorm ``norm_pre`` on the tokens before the blocks (CLIP ln_pre)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny: CPU unit tests and notebooks in seconds (16 patches of 8x8)
@@ -103,6 +105,10 @@ class ViTConfig(_Presets):
         if self.pos_embed not in ("learned", "sincos"):
             raise ValueError(
                 f"ViTConfig: pos_embed must be 'learned' or 'sincos', got {self.pos_embed!r}"
+            )
+        if self.num_register_tokens < 0:
+            raise ValueError(
+                f"ViTConfig: num_register_tokens must be >= 0, got {self.num_register_tokens}"
             )
 
     @property

@@ -41,8 +41,10 @@ def resample_grid(grid, new):
     return out.transpose(2, 0, 1)
 
 
-def vit_reference(m, x, masks=None):
-    """Tokens = [CLS; patches W_E + b_E (masked -> mask_token)] + pos, blocks, final norm."""
+def vit_reference(m, x, masks=None, return_last_attention=False):
+    """Tokens = [CLS; patches W_E + b_E (masked -> mask_token)] + pos, registers inserted
+    after CLS with no position (DINOv2), norm_pre (CLIP ln_pre), blocks, final norm.
+    Returns (prenorm, normed), or the last block's attention probabilities."""
     cfg, p = m.cfg, params(m)
     P, D = cfg.patch_size, cfg.dim
     t = patchify(x, P) @ p["patch_embed.proj.weight"] + p["patch_embed.proj.bias"]
@@ -57,7 +59,17 @@ def vit_reference(m, x, masks=None):
         grid = resample_grid(pos[0, 1:].reshape(g, g, D), (gh, gw)).reshape(1, -1, D)
         pos = np.concatenate([pos[:, :1], grid], axis=1)
     t = t + pos
+    R = cfg.num_register_tokens
+    if R:
+        regs = np.broadcast_to(p["register_tokens"], (B, R, D))
+        t = np.concatenate([t[:, :1], regs, t[:, 1:]], axis=1)  # CLS, registers, patches
+    if cfg.pre_norm:
+        t = layer_norm(t, p["norm_pre.weight"], p["norm_pre.bias"], cfg.eps)
     for i in range(cfg.depth):
+        if return_last_attention and i == cfg.depth - 1:
+            h = layer_norm(t, p[f"blocks.{i}.norm1.weight"], p[f"blocks.{i}.norm1.bias"],
+                           cfg.eps)
+            return mha_eq3(h, p, cfg.num_heads, prefix=f"blocks.{i}.attn.")[1]
         t = block(t, p, cfg.num_heads, cfg.norm_first, cfg.eps, cfg.act,
                   prefix=f"blocks.{i}.")
     return t, layer_norm(t, p["norm.weight"], p["norm.bias"], cfg.eps)
@@ -140,6 +152,84 @@ def test_get_last_selfattention_is_last_block_on_norm1(device, rng):
     np.testing.assert_allclose(att, ref, rtol=1e-8, atol=1e-12)
 
 
+@pytest.mark.parametrize("R,pre_norm", [(0, True), (3, False), (2, True)])
+@pytest.mark.parametrize("size", [(8, 8), (12, 4)])
+def test_registers_and_norm_pre_equal_reference(device, rng, R, pre_norm, size):
+    """DINOv2 registers (dinov2 models/vision_transformer.py prepare_tokens_with_masks) and
+    CLIP's ln_pre (open_clip transformer.py VisionTransformer): every output against the
+    NumPy forward, at the native grid and at a resampled one, with masked patches."""
+    m = make_vit(device, num_register_tokens=R, pre_norm=pre_norm, mask_token=True,
+                 num_classes=3)
+    randomize(m, rng)
+    assert m.num_prefix_tokens == 1 + R
+    B, N = 2, (size[0] // 4) * (size[1] // 4)
+    x = rng.standard_normal((B, 2) + size)
+    masks = rng.random((B, N)) < 0.4
+    xt = mt.tensor(x, device=device)
+    for mk in (None, masks):
+        f = m.forward_features(xt, masks=mk)
+        prenorm, normed = vit_reference(m, x, mk)
+        assert f["x_prenorm"].shape == (B, 1 + R + N, 8)
+        np.testing.assert_allclose(f["x_prenorm"].numpy(), prenorm, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(f["x_norm_clstoken"].numpy(), normed[:, 0], rtol=1e-9,
+                                   atol=1e-11)
+        assert f["x_norm_regtokens"].shape == (B, R, 8)  # (B, 0, D) without registers
+        np.testing.assert_allclose(f["x_norm_regtokens"].numpy(), normed[:, 1:1 + R],
+                                   rtol=1e-9, atol=1e-11)
+        assert f["x_norm_patchtokens"].shape == (B, N, 8)
+        np.testing.assert_allclose(f["x_norm_patchtokens"].numpy(), normed[:, 1 + R:],
+                                   rtol=1e-9, atol=1e-11)
+    p, normed = params(m), vit_reference(m, x)[1]  # no masks
+    np.testing.assert_allclose(m(xt).numpy(), normed[:, 0] @ p["head.weight"] + p["head.bias"],
+                               rtol=1e-9, atol=1e-11)
+    # attention over all 1 + R + N tokens, as DINOv2's code gives it
+    att = m.get_last_selfattention(xt).numpy()
+    assert att.shape == (B, 2, 1 + R + N, 1 + R + N)
+    np.testing.assert_allclose(att, vit_reference(m, x, return_last_attention=True),
+                               rtol=1e-8, atol=1e-12)
+    # intermediate layers hold all tokens; the last one normed is forward_features' output
+    outs = m.get_intermediate_layers(xt, n=2)
+    assert [o.shape for o in outs] == [(B, 1 + R + N, 8)] * 2
+    np.testing.assert_allclose(outs[-1].numpy(), normed, rtol=1e-9, atol=1e-11)
+
+
+def test_registers_get_no_position_and_follow_cls(device, rng):
+    """Prepared tokens: row 0 is CLS + pos[0], rows 1..R the registers themselves (no position,
+    not masked), then each patch with its own position."""
+    m = make_vit(device, num_register_tokens=2, mask_token=True)
+    randomize(m, rng)
+    x = rng.standard_normal((1, 2, 8, 8))
+    masks = np.array([[True, False, False, False]])
+    tok = m.prepare_tokens(mt.tensor(x, device=device), masks).numpy()
+    p = params(m)
+    assert tok.shape == (1, 1 + 2 + 4, 8)
+    np.testing.assert_allclose(tok[0, 0], p["cls_token"][0, 0] + p["pos_embed"][0, 0],
+                               rtol=1e-12)
+    np.testing.assert_array_equal(tok[0, 1:3], p["register_tokens"][0])
+    np.testing.assert_allclose(tok[0, 3], p["mask_token"][0] + p["pos_embed"][0, 1],
+                               rtol=1e-12)
+    # the registers get a gradient (they take part in attention), the position table has
+    # no row for them
+    m.forward_features(mt.tensor(x, device=device))["x_norm_clstoken"].sum().backward()
+    assert np.abs(mt.to_numpy(m.register_tokens.grad)).max() > 0
+    assert m.pos_embed.shape == (1, 5, 8)
+
+
+def test_registers_and_norm_pre_parameters_and_init():
+    mt.manual_seed(0)
+    m = models.VisionTransformer(models.ViTConfig.preset("vit-small", depth=1,
+                                                         num_register_tokens=4, pre_norm=True))
+    sd = m.state_dict()
+    assert sd["register_tokens"].shape == (1, 4, 384) and sd["pos_embed"].shape == (1, 197, 384)
+    assert 0 < sd["register_tokens"].std() < 1e-5  # normal(1e-6), DINOv2 init_weights
+    np.testing.assert_array_equal(sd["norm_pre.weight"], 1.0)
+    np.testing.assert_array_equal(sd["norm_pre.bias"], 0.0)
+    assert m.norm_pre.eps == m.norm.eps == 1e-6
+    plain = models.VisionTransformer(models.ViTConfig.preset("vit-nano")).state_dict()
+    assert "register_tokens" not in plain and not any(k.startswith("norm_pre") for k in plain)
+    assert "num_register_tokens=4" in repr(m)
+
+
 def test_get_intermediate_layers(device, rng):
     m = make_vit(device, depth=3)
     x = mt.tensor(rng.standard_normal((1, 2, 8, 8)), device=device)
@@ -208,3 +298,14 @@ def test_gradcheck_two_block_vit(device, rng):
                             [x], max_elements=24)
     x2 = mt.tensor(rng.standard_normal((1, 1, 6, 4)), requires_grad=True, device=device)
     assert gradcheck_module(m, m, [x2], max_elements=24)
+
+
+def test_gradcheck_vit_with_registers_and_norm_pre(device, rng):
+    m = make_vit(device, img_size=4, patch_size=2, dim=4, depth=1, num_heads=2, in_chans=1,
+                 mlp_ratio=1.0, mask_token=True, num_register_tokens=2, pre_norm=True)
+    randomize(m, rng)
+    masks = np.array([[False, True, False, False, True, False]])
+    x = mt.tensor(rng.standard_normal((1, 1, 6, 4)), requires_grad=True, device=device)
+    f = lambda x: m.forward_features(x, masks)  # noqa: E731
+    assert gradcheck_module(lambda x: f(x)["x_norm_patchtokens"], m, [x], max_elements=24)
+    assert gradcheck_module(lambda x: f(x)["x_norm_regtokens"], m, [x], max_elements=24)
