@@ -27,14 +27,15 @@ that file and turns its output into the padded NumPy arrays the models take.
 ``tokenizers`` is an optional extra: ``pip install "minitransformer[tokenizers]"``. It is
 imported inside the functions, so ``import minitransformer`` never needs it.
 
-A ``Tokenizer``'s truncation and padding settings are state: ``encode_bert`` sets truncation
-for the call and restores the previous settings afterwards (not thread-safe; use one tokenizer
-per thread).
+A ``Tokenizer``'s truncation and padding settings are state (a tokenizer.json may switch
+padding on): both functions turn padding off and set the truncation they need for the call,
+then restore the previous settings (not thread-safe; use one tokenizer per thread).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,27 @@ def _check_length(length: int | None, least: int, name: str) -> None:
                          f"special tokens), got {length!r}")
 
 
+@contextmanager
+def _settings(tokenizer: Any, max_length: int | None) -> Iterator[None]:
+    """No padding and truncation to ``max_length`` (None: none) for the ``with`` block; the
+    tokenizer's own settings (saved in its tokenizer.json, or set by the caller) after it."""
+    saved_trunc, saved_pad = tokenizer.truncation, tokenizer.padding
+    try:
+        tokenizer.no_padding()  # padded by the caller, in NumPy, to one known value
+        if max_length is None:
+            tokenizer.no_truncation()
+        else:
+            tokenizer.enable_truncation(max_length=int(max_length))
+        yield
+    finally:
+        if saved_trunc is None:
+            tokenizer.no_truncation()
+        else:
+            tokenizer.enable_truncation(**saved_trunc)
+        if saved_pad is not None:
+            tokenizer.enable_padding(**saved_pad)
+
+
 def _pad(rows: Sequence[Sequence[int]], length: int, value: int) -> np.ndarray:
     """Rows of ids, each at most ``length`` long, as one (B, length) int64 array."""
     out = np.full((len(rows), length), value, dtype=np.int64)  # (B, L)
@@ -142,22 +164,9 @@ def encode_bert(tokenizer: Any, texts: str | Sequence[str], length: int | None =
     cls_id = _token_id(tokenizer, "[CLS]", name)
     sep_id = _token_id(tokenizer, "[SEP]", name)
 
-    saved_trunc, saved_pad = tokenizer.truncation, tokenizer.padding
-    try:
-        tokenizer.no_padding()  # padded below, in NumPy, to one known value
-        if length is None:
-            tokenizer.no_truncation()
-        else:
-            tokenizer.enable_truncation(max_length=int(length))
-        batch = items if seconds is None else list(zip(items, seconds))
+    batch = items if seconds is None else list(zip(items, seconds))
+    with _settings(tokenizer, length):
         encodings = tokenizer.encode_batch(batch, add_special_tokens=True)
-    finally:  # leave the tokenizer's settings as they were
-        if saved_trunc is None:
-            tokenizer.no_truncation()
-        else:
-            tokenizer.enable_truncation(**saved_trunc)
-        if saved_pad is not None:
-            tokenizer.enable_padding(**saved_pad)
 
     rows = [e.ids for e in encodings]
     for b, row in enumerate(rows):
@@ -206,7 +215,8 @@ def encode_clip(tokenizer: Any, texts: str | Sequence[str], context_length: int 
             f"{name}: the end-of-text token {end!r} has id {eot}, not the vocabulary's largest "
             f"id {top}; CLIP pools at ids.argmax(-1), which would not find it"
         )
-    encodings = tokenizer.encode_batch(items, add_special_tokens=False)
+    with _settings(tokenizer, None):  # the tokenizer's own padding would add tokens
+        encodings = tokenizer.encode_batch(items, add_special_tokens=False)
     keep = context_length - 2
     rows = [[sot, *e.ids[:keep], eot] for e in encodings]
     ids = _pad(rows, context_length, pad_id)  # (B, context_length)

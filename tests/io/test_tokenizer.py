@@ -12,6 +12,7 @@ When the interop fixtures are in the checkout, their tokenizer.json files are re
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def _bert_tokenizer():
 
 
 def _clip_tokenizer():
+    """A fresh copy of one trained BPE (training twice may break ties differently)."""
+    return tokenizers.Tokenizer.from_str(_clip_tokenizer_json())
+
+
+@functools.cache
+def _clip_tokenizer_json() -> str:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token=None, end_of_word_suffix="</w>"))
@@ -55,7 +62,7 @@ def _clip_tokenizer():
     tok.train_from_iterator(CAPTIONS, trainers.BpeTrainer(
         vocab_size=80, end_of_word_suffix="</w>", show_progress=False))
     tok.add_special_tokens(["<|startoftext|>", "<|endoftext|>"])  # the two largest ids
-    return tok
+    return tok.to_str()
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +213,21 @@ def test_encode_clip_default_context_is_77_and_a_long_text_still_ends_with_eot(c
     assert ids.shape == (2, 77)
     assert ids[0, -1] == eot and mask[0].all()
     assert (ids.argmax(-1) == mask.sum(-1) - 1).all()
+
+
+def test_encode_clip_ignores_and_restores_the_tokenizers_own_padding():
+    """A tokenizer.json may switch padding on (HF's CLIP pads with <|endoftext|>): the rows
+    are the same as without it, and the setting is back afterwards."""
+    plain = _clip_tokenizer()
+    padded = _clip_tokenizer()
+    eot = padded.token_to_id("<|endoftext|>")
+    padded.enable_padding(length=12, pad_id=eot, pad_token="<|endoftext|>")
+    padded.enable_truncation(max_length=3)
+    before = (padded.truncation, padded.padding)
+    texts = ["a flower", "a photo of a cat on a mat"]
+    for got, want in zip(T.encode_clip(padded, texts, 16), T.encode_clip(plain, texts, 16)):
+        np.testing.assert_array_equal(got, want)
+    assert (padded.truncation, padded.padding) == before
 
 
 def test_encode_clip_refuses_an_end_of_text_that_is_not_the_largest_id():
