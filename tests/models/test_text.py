@@ -140,3 +140,145 @@ def test_gradcheck_text_transformer(device):
     m = make_text(device, causal=True, pool="eot", eot_id=4, pad_id=0, dim=4, depth=2,
                   mlp_ratio=1.0, context_length=6)
     assert gradcheck_module(lambda: m(IDS), m, [], max_elements=24)
+
+
+# ---------------------------------------------------------------------------------------------
+# BERT-style embeddings: token types, embedding LayerNorm, no final norm (issue 12)
+
+def make_bert_like(device, seed=0, **kw):
+    """A post-norm encoder with BERT's embedding switches, every parameter random."""
+    m = make_text(device, seed=seed, **{**dict(norm_first=False, eps=1e-12, type_vocab_size=3,
+                                               embed_norm=True, final_norm=False), **kw})
+    g = np.random.default_rng(seed + 1)
+    for _, p in m.named_parameters():  # biases and norms away from their init too
+        p.data = p.data + mt.tensor(g.standard_normal(p.shape) * 0.1, device=p.device,
+                                    dtype=p.dtype).data
+    return m
+
+
+def embeddings_reference(p, ids, types, eps, embed_norm=True):
+    """E[ids] + P[:T] + S[types] (types None: row 0), then LayerNorm."""
+    T = ids.shape[1]
+    S = p["type_embed.weight"]
+    x = p["token_embed.weight"][ids] + p["pos_embed"][0, :T] + S[np.zeros_like(ids)
+                                                                 if types is None else types]
+    if embed_norm:
+        x = layer_norm(x, p["embed_norm.weight"], p["embed_norm.bias"], eps)
+    return x
+
+
+TYPES = np.array([[0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 1, 0]])
+
+
+@pytest.mark.parametrize("embed_norm", [True, False])
+def test_type_embeddings_embed_norm_and_no_final_norm(device, embed_norm):
+    m = make_bert_like(device, pad_id=0, embed_norm=embed_norm)
+    sd = m.state_dict()
+    assert sd["type_embed.weight"].shape == (3, D) and not any(k.startswith("norm.") for k in sd)
+    assert ("embed_norm.weight" in sd) == embed_norm and not hasattr(m, "norm")
+    cfg, p = m.cfg, params(m)
+    mask = np.broadcast_to((IDS != 0)[:, None, None, :], (2, 1, 6, 6))
+    for types in (TYPES, None):
+        x = embeddings_reference(p, IDS, types, cfg.eps, embed_norm)
+        for i in range(cfg.depth):
+            x = block(x, p, cfg.num_heads, False, cfg.eps, cfg.act, mask, prefix=f"blocks.{i}.")
+        got = m.forward_tokens(IDS, token_type_ids=types).numpy()
+        np.testing.assert_allclose(got, x, rtol=1e-10, atol=1e-12)
+    # the default is HF's: token types all zero
+    np.testing.assert_array_equal(m.forward_tokens(IDS).numpy(),
+                                  m.forward_tokens(IDS, token_type_ids=np.zeros_like(IDS)).numpy())
+    # a Tensor and a device array of type ids are accepted; pooling passes them through
+    tt = mt.tensor(TYPES, device=device)
+    np.testing.assert_array_equal(m(IDS, token_type_ids=tt).numpy(),
+                                  m.forward_tokens(IDS, token_type_ids=TYPES).numpy()[:, 0])
+
+
+def test_gradcheck_bert_embedding_path(device):
+    """Gradients through E[ids] + P + S[types] -> LayerNorm -> post-norm blocks, every
+    parameter (type rows included: types 0, 1 and 2 are all used), random upstream gradient."""
+    m = make_bert_like(device, pad_id=0, dim=4, depth=1, mlp_ratio=1.0, context_length=6)
+    assert gradcheck_module(lambda: m.forward_tokens(IDS, token_type_ids=TYPES), m, [],
+                            max_elements=24)
+    assert gradcheck_module(lambda: m.forward_tokens(IDS), m, [], max_elements=24)  # S_0 only
+
+
+def test_token_type_errors():
+    m = make_bert_like("cpu")
+    with pytest.raises(ValueError, match=r"token_type_ids must be in \[0, type_vocab_size=3\), "
+                                         r"got values in \[1, 3\]"):
+        m.forward_tokens(IDS, token_type_ids=np.minimum(TYPES + 1, 3))
+    with pytest.raises(ValueError, match=r"token_type_ids must be in \[0, type_vocab_size=3\), "
+                                         r"got values in \[-1, 1\]"):
+        m(IDS, token_type_ids=TYPES - 1)
+    with pytest.raises(ValueError, match=r"token_type_ids must be integers of the ids' shape "
+                                         r"\(B, T\) = \(2, 6\), got shape \(2, 5\)"):
+        m.forward_tokens(IDS, token_type_ids=TYPES[:, :5])
+    with pytest.raises(ValueError, match=r"got shape \(2, 6\) and dtype float64"):
+        m.forward_tokens(IDS, token_type_ids=TYPES.astype(np.float64))
+    plain = make_text("cpu")
+    with pytest.raises(ValueError, match=r"token_type_ids given to a model without token types "
+                                         r"\(type_vocab_size=0\)"):
+        plain.forward_tokens(IDS, token_type_ids=TYPES)
+    # check=False skips the value read (the embedding's own range check still applies)
+    with pytest.raises(ValueError, match=r"Embedding: ids must be in \[0, 3\)"):
+        m.forward_tokens(IDS, token_type_ids=TYPES + 1, check=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# eot validation only when asked (issue 14: no device-to-host read per call)
+
+EOT_IDS = np.array([[2, 4, 0], [2, 5, 0]])  # row 1 has no eot_id=4
+
+
+def test_eot_check_on_host_ids_by_default_and_when_asked(device):
+    m = make_text(device, pool="eot", eot_id=4)
+    with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
+        m(EOT_IDS)  # NumPy ids: checked on the host (free)
+    dev_ids = mt.tensor(EOT_IDS, device=device).data
+    with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
+        m(dev_ids, check=True)
+    with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
+        m.validate_ids(EOT_IDS)
+    with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
+        m.pool(m.forward_tokens(EOT_IDS), EOT_IDS)
+    # unchecked: the row without eot_id pools to NaN, the other row is its eot feature
+    y = m(EOT_IDS, check=False).numpy()
+    assert np.isnan(y[1]).all()
+    np.testing.assert_array_equal(y[0], m.forward_tokens(EOT_IDS).numpy()[0, 1])
+    if device == "cpu":  # host arrays are "device" arrays on the CPU: checked by default
+        with pytest.raises(ValueError, match=r"no eot_id=4"):
+            m(dev_ids)
+    else:  # device ids are not read by default
+        assert np.isnan(m(dev_ids).numpy()[1]).all()
+
+
+def test_eot_pooling_reads_nothing_from_the_device(device):
+    """On the CuPy stand-in: pooling device ids does no device-to-host transfer (no check, no
+    data-dependent index), whatever the pooling; ``check=True`` does its one read."""
+    if device == "cpu":
+        pytest.skip("the transfer counter is the CuPy stand-in's (the cuda half)")
+    from minitransformer import backend
+
+    cp = backend.cupy()
+    ids = mt.tensor(np.array([[2, 7, 4, 9, 4, 0], [2, 11, 12, 13, 5, 4]]), device=device).data
+    for pool, eot_id in (("cls", None), ("eot", 4), ("eot", None), ("mean", None)):
+        m = make_text(device, pool=pool, eot_id=eot_id, pad_id=0)
+        tok = m.forward_tokens(ids)
+        cp.reset_transfers()
+        m.pool(tok, ids)
+        assert cp.transfers() == 0, (pool, cp.transfer_counts())
+        if eot_id is not None:
+            m.pool(tok, ids, check=True)
+            assert cp.transfers() == 1, cp.transfer_counts()
+
+
+def test_validate_ids():
+    m = make_bert_like("cpu", pool="eot", eot_id=4)
+    m.validate_ids(IDS, token_type_ids=TYPES)  # a valid dataset: no error
+    with pytest.raises(ValueError, match=r"ids must be in \[0, vocab_size=20\), got values in "
+                                         r"\[0, 20\]"):
+        m.validate_ids(np.where(IDS == 13, 20, IDS))
+    with pytest.raises(ValueError, match=r"token_type_ids must be in \[0, type_vocab_size=3\)"):
+        m.validate_ids(IDS, token_type_ids=TYPES + 1)
+    with pytest.raises(ValueError, match=r"sequence length 9 is longer than the position table"):
+        m.validate_ids(np.full((2, 9), 4))
