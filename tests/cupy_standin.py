@@ -12,16 +12,45 @@ What it imitates (where the package can go wrong on a GPU):
   on a device array raise CuPy's TypeError; ``x.get()`` and ``asnumpy(x)`` are the only ways
   to the host.
 - **No NumPy operands.** Module functions, ufuncs and array operators refuse NumPy arrays as
-  CuPy does (TypeError); Python and NumPy scalars are accepted. ``array``/``asarray``
-  copy host data to the device; index arrays and assigned values may be NumPy arrays (CuPy
-  copies them).
+  CuPy does (TypeError); Python and NumPy scalars are accepted (CuPy passes them to the
+  kernel as arguments: no copy). ``array``/``asarray`` copy host data to the device; index
+  arrays and assigned values may be NumPy arrays or lists (CuPy copies them).
 - **Reductions and indexing return 0-d device arrays**, never NumPy scalars.
 - **``random``** has only what ``cupy.random`` has: ``default_rng`` gives a ``Generator``
   with CuPy's methods (no ``permutation``, ``choice``, ``shuffle``, ``permuted``, ``normal``).
-- **Device-to-host transfers are counted**: ``.get()``, ``.item()``, ``.tolist()``,
-  ``float()``, ``int()``, ``bool()``, ``complex()``, ``operator.index()``, printing
-  (``repr``/``str``/``format``) and ``asnumpy``. Read with ``transfers()`` /
-  ``transfer_counts()``, reset with ``reset_transfers()``.
+- **Transfers are counted, per direction.** Device to host (``"to_host"``): ``.get()``,
+  ``.item()``, ``.tolist()``, ``.tobytes()``, ``float()``, ``int()``, ``bool()``,
+  ``complex()``, ``operator.index()``, printing (``repr``/``str``/``format``) and
+  ``asnumpy``: each is a wait for the GPU. Host to device (``"to_device"``): ``array`` and
+  ``asarray`` of host data (NumPy arrays, lists, Python or NumPy scalars), ``.set()``, and
+  NumPy arrays or lists used as an index or as assigned values: each is a copy (and a
+  synchronising one from pageable memory). Scalars passed to ufuncs, operators and ``where``
+  are kernel arguments and are not counted; neither is anything made on the device
+  (``zeros``, ``ones``, ``arange``, ...). The API, for tests::
+
+      with cupy_standin.counting() as c:     # counts what the block does
+          step()
+      assert c.to_host <= 1 and c.to_device == 0, c.kinds()
+
+      cupy_standin.reset_transfers()          # or: global counters
+      step()
+      cupy_standin.transfers()                # device-to-host reads (the default direction)
+      cupy_standin.transfers("to_device")     # host-to-device copies
+      cupy_standin.transfer_counts("to_device")  # by kind: {"asarray": 2, "index": 1}
+
+- **Type promotion of scalars as CuPy's** (``set_promotion``, default ``"13"``, or
+  ``MINITRANSFORMER_CUPY_STANDIN_PROMOTION=13|14``). CuPy 14 follows NumPy 2 (NEP 50:
+  Python scalars are weak, NumPy scalars and 0-d arrays are strong), so ``"14"`` is NumPy's
+  own behaviour. CuPy 13 keeps NumPy 1's value-based rule for *scalars*: where an operand
+  array has at least the scalar's kind (bool < integer < float < complex), a Python or NumPy
+  scalar counts as the smallest type that holds its value. It differs from NumPy 2 in:
+  ``float32_array * np.float64(0.5)`` is float32 (NumPy 2: float64);
+  ``float32_array * 1e300`` is float64 (NumPy 2: float32, inf); ``int8_array + 1000`` is
+  int16 (NumPy 2: OverflowError); ``int32_array + np.int64(1)`` is int32 (NumPy 2: int64);
+  ``float32_array + 1j`` is complex128 (NumPy 2: complex64). 0-d device arrays are strong in
+  both CuPy versions, as in NumPy 2 (``float32_array * float64_0d`` is float64; NumPy 1
+  differed). The rule applies to ufuncs (operators, ``cupy.add``, ``cupy.maximum``, ...),
+  ``where`` and ``clip``, as CuPy implements those as ufuncs; other functions follow NumPy 2.
 - ``cuda.runtime.getDeviceCount()`` (1), ``getDeviceProperties``,
   ``cuda.get_current_stream().synchronize()``, ``cupyx.scipy.special.erf`` and
   ``cupyx.scatter_add`` as the backend uses them.
@@ -31,22 +60,31 @@ What it cannot imitate:
 - **Kernels**: every op runs NumPy's code, so CuPy-only bugs (kernel compilation, missing
   dtype support in a CuPy routine, CuPy functions NumPy has and CuPy lacks) go unseen.
 - **Atomics and reduction order**: ``scatter_add`` and sums are NumPy's, deterministic and in
-  NumPy's order; float results on a GPU differ in the last bits.
+  NumPy's order; float results on a GPU differ in the last bits (see ``tests/conftest.py``
+  for the tolerances that allow for it).
 - **Index wraparound**: CuPy wraps an out-of-range index around silently; here NumPy raises
   IndexError, so a missing bounds check is not caught.
 - **Writable broadcast views**: CuPy's ``broadcast_to`` gives a writable view, NumPy's a
   read-only one; code that writes into one fails here and corrupts data on a GPU.
-- **Asynchrony and speed**: nothing is asynchronous and nothing is faster; only the number of
-  host transfers says something about GPU cost. Host-to-device copies are not counted.
+- **Asynchrony and speed**: nothing is asynchronous and nothing is faster; the transfer
+  counts are the only measure of GPU cost here. A device allocation (``zeros``, ``ones``, a
+  temporary) is free here and costs a pool allocation and a kernel launch on a GPU.
+- **Promotion outside ufuncs**: functions other than ufuncs, ``where`` and ``clip`` follow
+  NumPy 2's rules, whichever CuPy version is imitated; CuPy routines with their own dtype
+  rules (``mean`` of integers, ``linalg``) are NumPy's here.
 - **Random streams**: the numbers come from NumPy's generators, not cuRAND's, so a seed gives
   other values than on a GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import numbers
+import os
 import types
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -58,28 +96,81 @@ _IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
              "Please use `.get()` to construct a NumPy array explicitly.")
 
 # --------------------------------------------------------------------------------------------
-# The transfer counter
+# The transfer counters
 # --------------------------------------------------------------------------------------------
-_transfers: Counter = Counter()
+DIRECTIONS = ("to_host", "to_device")
+_counters: dict[str, Counter] = {d: Counter() for d in DIRECTIONS}
 
 
-def _count(kind: str) -> None:
-    _transfers[kind] += 1
+def _count(kind: str, direction: str = "to_host") -> None:
+    _counters[direction][kind] += 1
 
 
-def transfers() -> int:
-    """Device-to-host transfers since the last ``reset_transfers()``."""
-    return sum(_transfers.values())
+def _direction(direction: str) -> Counter:
+    if direction not in _counters:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    return _counters[direction]
 
 
-def transfer_counts() -> dict[str, int]:
-    """The transfers by kind (``"get"``, ``"item"``, ``"float"``, ``"bool"``, ...)."""
-    return dict(_transfers)
+def transfers(direction: str = "to_host") -> int:
+    """Transfers in ``direction`` since the last ``reset_transfers()``: ``"to_host"`` (the
+    default: device-to-host reads, each a wait for the GPU) or ``"to_device"`` (host-to-device
+    copies)."""
+    return sum(_direction(direction).values())
+
+
+def transfer_counts(direction: str = "to_host") -> dict[str, int]:
+    """The transfers in ``direction`` by kind: ``"get"``, ``"item"``, ``"float"``,
+    ``"bool"``, ... to the host; ``"array"``, ``"asarray"``, ``"set"``, ``"index"``,
+    ``"setitem"`` to the device."""
+    return dict(_direction(direction))
 
 
 def reset_transfers() -> None:
-    """Set the transfer counter to zero."""
-    _transfers.clear()
+    """Set both counters to zero."""
+    for counter in _counters.values():
+        counter.clear()
+
+
+class TransferCount:
+    """What ``counting()`` yields: the transfers made inside its block (live while the block
+    runs, fixed when it ends). ``to_host`` / ``to_device``: totals; ``kinds()``: by kind."""
+
+    def __init__(self) -> None:
+        self._start = {d: Counter(c) for d, c in _counters.items()}
+        self._end: dict[str, Counter] | None = None
+
+    def _delta(self, direction: str) -> Counter:
+        now = self._end[direction] if self._end is not None else _direction(direction)
+        return now - self._start[direction]  # Counter subtraction keeps positive counts
+
+    @property
+    def to_host(self) -> int:
+        return sum(self._delta("to_host").values())
+
+    @property
+    def to_device(self) -> int:
+        return sum(self._delta("to_device").values())
+
+    def kinds(self, direction: str | None = None) -> dict[str, Any]:
+        """By kind, for one direction, or ``{"to_host": {...}, "to_device": {...}}``."""
+        if direction is not None:
+            return dict(self._delta(direction))
+        return {d: dict(self._delta(d)) for d in DIRECTIONS}
+
+    def __repr__(self) -> str:
+        return f"TransferCount(to_host={self.to_host}, to_device={self.to_device})"
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[TransferCount]:
+    """Count the transfers of the block, in both directions, without resetting the global
+    counters (blocks nest)."""
+    count = TransferCount()
+    try:
+        yield count
+    finally:
+        count._end = {d: Counter(c) for d, c in _counters.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,6 +232,99 @@ def _call(func: Any, args: tuple, kwargs: dict, where: str) -> Any:
 _SCALARS = (numbers.Number, np.generic, bool)
 
 
+def _has_host_data(obj: Any) -> bool:
+    """True for what CuPy copies from the host: NumPy arrays, lists, scalars (not device
+    arrays, slices, Ellipsis or None)."""
+    if isinstance(obj, (np.ndarray, *_SCALARS)):
+        return True
+    if isinstance(obj, (list, tuple)):  # CuPy stacks device arrays in a list on the device
+        return any(_has_host_data(o) for o in obj)
+    return False
+
+
+def _has_host_index(key: Any) -> bool:
+    """An index with a NumPy array or a list in it: CuPy copies it to the device."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(k, (np.ndarray, list)) for k in parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Type promotion of scalars: CuPy 13 (value-based) or CuPy 14 (NumPy 2's NEP 50)
+# --------------------------------------------------------------------------------------------
+PROMOTIONS = ("13", "14")
+_promotion = os.environ.get("MINITRANSFORMER_CUPY_STANDIN_PROMOTION", "13").strip()
+if _promotion not in PROMOTIONS:
+    raise ImportError(f"MINITRANSFORMER_CUPY_STANDIN_PROMOTION must be one of {PROMOTIONS}, "
+                      f"got {_promotion!r}")
+
+
+def set_promotion(version: str) -> str:
+    """Imitate CuPy ``version``'s scalar promotion ("13" or "14"); returns the previous one."""
+    global _promotion, __version__
+    if str(version) not in PROMOTIONS:
+        raise ValueError(f"set_promotion: version must be one of {PROMOTIONS}, got {version!r}")
+    previous, _promotion = _promotion, str(version)
+    __version__ = f"{_promotion}.0.0+standin"
+    return previous
+
+
+def get_promotion() -> str:
+    """The CuPy version whose scalar promotion is imitated now ("13" or "14")."""
+    return _promotion
+
+
+_KIND_SCORE = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}  # CuPy's _get_kind_score
+
+
+def _scalar_dtype(x: Any) -> np.dtype:
+    return x.dtype if isinstance(x, np.generic) else np.asarray(x).dtype
+
+
+def _min_types(x: Any) -> list[np.dtype]:
+    """The smallest types that hold scalar ``x``'s value, as CuPy 13's ``_min_scalar_type``:
+    a non-negative integer has a signed and an unsigned one."""
+    t = np.min_scalar_type(x)
+    if t.kind == "u":
+        signed = np.dtype(t.str.replace("u", "i"))
+        if int(x) <= np.iinfo(signed).max:
+            return [t, signed]
+    return [t]
+
+
+def _promote_scalars(inputs: tuple) -> tuple:
+    """CuPy 13's promotion of a ufunc's scalar operands (``_check_should_use_min_scalar`` and
+    ``_min_scalar_type`` in cupy/_core/_kernel.pyx, v13): where the arrays' highest kind is at
+    least the scalars' highest, each scalar counts as the smallest type holding its value and
+    the loop is the first one every operand casts to; otherwise a Python scalar counts as its
+    default NumPy type (float64, int64, complex128). Returned with each scalar cast to that
+    type, so that NumPy 2, which treats NumPy scalars as strong, computes the same loop. With
+    CuPy 14 (NumPy 2's rules), the inputs as given."""
+    if _promotion != "13":
+        return inputs
+    arrays = [x.dtype for x in inputs if isinstance(x, (ndarray, np.ndarray))]
+    scalars = [i for i, x in enumerate(inputs)
+               if isinstance(x, _SCALARS) and not isinstance(x, np.ndarray)]
+    if not arrays or not scalars:
+        return inputs
+    array_kind = max(_KIND_SCORE.get(d.kind, 3) for d in arrays)
+    scalar_kind = max(_KIND_SCORE.get(_scalar_dtype(inputs[i]).kind, 3) for i in scalars)
+    out = list(inputs)
+    if scalar_kind > array_kind:  # the scalar's own default type decides, strongly
+        for i in scalars:
+            out[i] = _scalar_dtype(inputs[i]).type(inputs[i])
+        return tuple(out)
+    candidates = {np.result_type(*arrays, *combo)
+                  for combo in itertools.product(*(_min_types(inputs[i]) for i in scalars))}
+    # the first loop in CuPy's order: the candidate that casts safely to every other one
+    loop = min(candidates, key=lambda t: sum(not np.can_cast(t, o) for o in candidates))
+    for i in scalars:
+        out[i] = loop.type(inputs[i])
+    return tuple(out)
+
+
+_PROMOTING = frozenset({"where", "clip"})  # CuPy implements these as ufuncs too
+
+
 # --------------------------------------------------------------------------------------------
 # The array
 # --------------------------------------------------------------------------------------------
@@ -176,6 +360,8 @@ class ndarray:  # noqa: N801 - CuPy's name
             if not isinstance(x, (ndarray, *_SCALARS)):
                 raise TypeError(f"Unsupported type {type(x)} (operand of {ufunc.__name__}: "
                                 f"CuPy's ufuncs take cupy.ndarray or scalars)")
+        if method == "__call__" and "dtype" not in kwargs and "signature" not in kwargs:
+            inputs = _promote_scalars(inputs)
         return _call(getattr(ufunc, method), inputs, kwargs, f"numpy.{ufunc.__name__}")
 
     def __array_function__(self, func: Any, types_: Any, args: tuple, kwargs: dict) -> Any:
@@ -217,9 +403,15 @@ class ndarray:  # noqa: N801 - CuPy's name
             yield self[i]
 
     def __getitem__(self, key: Any) -> ndarray:
+        if _has_host_index(key):
+            _count("index", "to_device")
         return _wrap(self._a[_unwrap_host_ok(key)])
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        if _has_host_index(key):
+            _count("index", "to_device")
+        if isinstance(value, (np.ndarray, list, tuple)) and _has_host_data(value):
+            _count("setitem", "to_device")
         self._a[_unwrap_host_ok(key)] = _unwrap_host_ok(value)
 
     def __copy__(self) -> ndarray:
@@ -241,7 +433,8 @@ class ndarray:  # noqa: N801 - CuPy's name
         return np.array(self._a, order=order)
 
     def set(self, arr: np.ndarray, stream: Any = None) -> None:
-        """Copy host data into this array (host to device: not counted)."""
+        """Copy host data into this array (counted: host to device)."""
+        _count("set", "to_device")
         self._a[...] = np.asarray(arr)
 
     def item(self) -> Any:
@@ -338,18 +531,24 @@ ndarray.__module__ = "cupy"  # the backend tells device arrays by their module n
 # --------------------------------------------------------------------------------------------
 def array(obj: Any, dtype: Any = None, copy: bool = True, order: str = "K",
           ndmin: int = 0) -> ndarray:
-    """A device array from host data, a device array, or nested lists of either."""
+    """A device array from host data, a device array, or nested lists of either (host data
+    counted as one host-to-device copy)."""
+    if _has_host_data(obj):
+        _count("array", "to_device")
     return ndarray._from(np.array(_unwrap_host_ok(obj), dtype=dtype, copy=True, order=order,
                                   ndmin=ndmin))
 
 
 def asarray(a: Any, dtype: Any = None, order: Any = None) -> ndarray:
-    """``a`` on the device: the same array when it already is one with that dtype."""
+    """``a`` on the device: the same array when it already is one with that dtype; host data
+    is copied (counted)."""
     if isinstance(a, ndarray) and (dtype is None or np.dtype(dtype) == a.dtype):
         return a
     host = _unwrap_host_ok(a)
-    if isinstance(a, ndarray):
+    if isinstance(a, ndarray):  # a cast on the device
         return ndarray._from(np.asarray(host, dtype=dtype, order=order))
+    if _has_host_data(a):
+        _count("asarray", "to_device")
     return ndarray._from(np.array(host, dtype=dtype, order=order or "K"))
 
 
@@ -388,7 +587,11 @@ _PASS_THROUGH = {"dtype", "finfo", "iinfo", "can_cast", "promote_types", "isscal
 
 
 def _function(func: Any, name: str) -> Any:
+    promotes = isinstance(func, np.ufunc) or name in _PROMOTING
+
     def device_function(*args: Any, **kwargs: Any) -> Any:
+        if promotes and "dtype" not in kwargs:
+            args = _promote_scalars(args)
         return _call(func, args, kwargs, f"cupy.{name}")
 
     device_function.__name__ = name

@@ -130,10 +130,123 @@ def test_each_device_to_host_transfer_is_counted(read, kind):
 
 def test_device_work_is_not_counted():
     cp.reset_transfers()
-    a = cp.asarray(np.arange(12.0).reshape(3, 4))  # host to device: not counted
+    a = cp.asarray(np.arange(12.0).reshape(3, 4))  # host to device: one copy, no read
     b = (cp.exp(a) @ a.T).sum(axis=0) / 3.0
     b[b > 1] = 0.0
+    b = cp.where(b > 0.5, b * 2, 1.5) + cp.zeros(3) + cp.arange(3)
     assert b.shape == (3,) and cp.transfers() == 0
+    assert cp.transfers("to_device") == 1 and cp.transfer_counts("to_device") == {"asarray": 1}
+
+
+@pytest.mark.parametrize(("copy", "kind"), [
+    (lambda d: cp.asarray(np.ones(3)), "asarray"), (lambda d: cp.asarray(0.5), "asarray"),
+    (lambda d: cp.array([1.0, 2.0]), "array"), (lambda d: cp.array([d[0], 2.0]), "array"),
+    (lambda d: d.set(np.zeros(3)), "set"), (lambda d: d[np.array([0, 2])], "index"),
+    (lambda d: d[[0, 2]], "index"), (lambda d: d.__setitem__((slice(None),), np.ones(3)),
+                                     "setitem"),
+], ids=["asarray", "asarray-scalar", "array-list", "array-mixed", "set", "numpy-index",
+        "list-index", "setitem"])
+def test_each_host_to_device_copy_is_counted(copy, kind):
+    d = cp.zeros(3)
+    cp.reset_transfers()
+    copy(d)
+    assert cp.transfer_counts("to_device") == {kind: 1} and cp.transfers() == 0
+
+
+def test_scalar_operands_and_device_arrays_are_not_copies():
+    d = cp.arange(4.0)
+    cp.reset_transfers()
+    _ = (d * 2.0 + 1, d ** np.float64(2), cp.maximum(d, 0.5), cp.where(d > 1, d, 0.0),
+         cp.array([d, d]), cp.asarray(d), cp.asarray(d, dtype=np.float32), d[d > 1], d[1:3])
+    d[d > 2] = 0.0
+    assert cp.transfers("to_device") == 0 and cp.transfers() == 0
+
+
+def test_counting_counts_a_block_in_both_directions_and_nests():
+    d = cp.asarray(np.arange(3.0))
+    with cp.counting() as outer:
+        float(d[0])
+        with cp.counting() as inner:
+            cp.asarray(np.ones(2))
+            assert inner.to_device == 1 and inner.to_host == 0  # live inside the block
+        d.get()
+    float(d[1])  # after the block: not counted by it
+    assert (outer.to_host, outer.to_device) == (2, 1) and (inner.to_host, inner.to_device) == (0, 1)
+    assert outer.kinds() == {"to_host": {"float": 1, "get": 1}, "to_device": {"asarray": 1}}
+    assert outer.kinds("to_device") == {"asarray": 1}
+    with pytest.raises(ValueError, match="direction must be one of"):
+        cp.transfers("up")
+
+
+# ------------------------------------------------------------------ scalar promotion
+@pytest.fixture(params=["13", "14"])
+def promotion(request):
+    previous = cp.set_promotion(request.param)
+    yield request.param
+    cp.set_promotion(previous)
+
+
+# (array dtype, scalar, op, dtype under CuPy 13, dtype under CuPy 14 = NumPy 2), from CuPy's
+# kernel dispatch (cupy/_core/_kernel.pyx: v13 _min_scalar_type, v14 weak scalars)
+_PROMOTION_CASES = [
+    ("float32", 2.0, "mul", "float32", "float32"),
+    ("float32", 2, "add", "float32", "float32"),
+    ("float32", True, "add", "float32", "float32"),
+    ("float32", np.float64(0.5), "mul", "float32", "float64"),
+    ("float32", 1e300, "mul", "float64", "float32"),
+    ("float16", 1e5, "add", "float32", "float16"),
+    ("float64", np.float32(0.5), "mul", "float64", "float64"),
+    ("int8", 1000, "add", "int16", None),  # NumPy 2: OverflowError
+    ("int32", np.int64(1), "add", "int32", "int64"),
+    ("uint8", 1, "add", "uint8", "uint8"),
+    ("int8", 1, "add", "int8", "int8"),
+    ("int32", 0.5, "mul", "float64", "float64"),
+    ("int8", np.float32(0.5), "mul", "float32", "float32"),
+    ("bool", 1, "add", "int64", "int64"),
+    ("float32", 1j, "add", "complex128", "complex64"),
+    ("float32", 0.0, "where", "float32", "float32"),
+    ("float32", np.float64(0.0), "where", "float32", "float64"),
+    ("float32", np.float64(1.0), "maximum", "float32", "float64"),
+    ("int8", 1000, "less", "bool", "bool"),
+]
+
+
+@pytest.mark.parametrize(("dtype", "scalar", "op", "want13", "want14"), _PROMOTION_CASES,
+                         ids=[f"{c[0]}-{c[2]}-{type(c[1]).__name__}({c[1]})"
+                              for c in _PROMOTION_CASES])
+def test_scalar_promotion_follows_the_imitated_cupy(promotion, dtype, scalar, op, want13,
+                                                    want14):
+    d = cp.ones(3, dtype=dtype)
+    calls = {"mul": lambda: d * scalar, "add": lambda: scalar + d,
+             "where": lambda: cp.where(d > 0, d, scalar), "maximum": lambda: cp.maximum(d, scalar),
+             "less": lambda: d < scalar}
+    want = want13 if promotion == "13" else want14
+    if want is None:
+        with pytest.raises(OverflowError):
+            calls[op]()
+        return
+    with np.errstate(over="ignore"):
+        got = calls[op]()
+    assert got.dtype == np.dtype(want)
+    if promotion == "14":  # NumPy 2's own rule, the CPU's
+        with np.errstate(over="ignore"):
+            assert got.dtype == {"mul": lambda a: a * scalar, "add": lambda a: scalar + a,
+                                 "where": lambda a: np.where(a > 0, a, scalar),
+                                 "maximum": lambda a: np.maximum(a, scalar),
+                                 "less": lambda a: a < scalar}[op](np.ones(3, dtype=dtype)).dtype
+
+
+def test_zero_dim_device_arrays_are_strong_in_both_cupy_versions(promotion):
+    """Unlike NumPy 1 (value-based for 0-d arrays), CuPy promotes a 0-d array by its dtype."""
+    d = cp.ones(3, dtype=np.float32)
+    assert (d * cp.asarray(0.5)).dtype == np.float64
+    assert (cp.ones(2, dtype=np.int8) + cp.asarray(1)).dtype == np.int64
+
+
+def test_set_promotion_refuses_unknown_versions():
+    with pytest.raises(ValueError, match="one of"):
+        cp.set_promotion("12")
+    assert cp.get_promotion() in cp.PROMOTIONS
 
 
 def test_a_training_step_on_the_standin_reads_the_loss_once(on_standin):
