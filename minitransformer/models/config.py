@@ -79,6 +79,9 @@ class ViTConfig(_Presets):
     attn_drop: float = 0.0  # dropout on the attention probabilities
     num_register_tokens: int = 0  # R learned registers after CLS, no position (DINOv2 *_reg: 4)
     pre_norm: bool = False  # LayerNorm ``norm_pre`` on the tokens before the blocks (CLIP ln_pre)
+    # resampling of pos_embed at another grid (nn.interpolate_pos_embed; DINOv2's names):
+    interpolate_offset: float = 0.0  # != 0: by scale factor (g + offset) / M (DINO, DINOv2: 0.1)
+    interpolate_antialias: bool = False  # torch's anti-aliased bicubic (DINOv2 *_reg, timm)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny: CPU unit tests and notebooks in seconds (16 patches of 8x8)
@@ -105,6 +108,10 @@ class ViTConfig(_Presets):
         if self.pos_embed not in ("learned", "sincos"):
             raise ValueError(
                 f"ViTConfig: pos_embed must be 'learned' or 'sincos', got {self.pos_embed!r}"
+            )
+        if not 0.0 <= self.interpolate_offset < 1.0:
+            raise ValueError(
+                f"ViTConfig: interpolate_offset must be in [0, 1), got {self.interpolate_offset}"
             )
         if self.num_register_tokens < 0:
             raise ValueError(

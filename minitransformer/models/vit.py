@@ -62,7 +62,11 @@ class VisionTransformer(Module):
     after positions and registers, before the first block.
 
     Inputs of another size than ``cfg.img_size`` (multi-crop) are accepted when divisible by
-    the patch size: the position grid is resampled bicubically (``interpolate_pos_embed``).
+    the patch size: the position grid is resampled bicubically (``interpolate_pos_embed``),
+    as the checkpoint's own code does, set by ``cfg.interpolate_offset`` and
+    ``cfg.interpolate_antialias``: by size without antialias by default; DINO v1 and DINOv2
+    without registers: offset 0.1, no antialias (by scale factor); DINOv2 with registers:
+    offset 0, antialias; timm ``dynamic_img_size``: offset 0, antialias.
 
     Shapes: x (B, C, H, W) -> logits (B, num_classes), or CLS features (B, D) without a head.
     """
@@ -111,13 +115,17 @@ class VisionTransformer(Module):
     # ------------------------------------------------------------------ tokens
     def interpolate_pos_encoding(self, gh: int, gw: int) -> Tensor:
         """``pos_embed`` for a gh x gw patch grid: unchanged at the native grid, else the grid
-        part resampled bicubically and the CLS row kept (DINO ``interpolate_pos_encoding``).
-        Shapes: -> (1, 1 + gh*gw, D)."""
+        part resampled bicubically with the config's ``interpolate_offset`` and
+        ``interpolate_antialias`` and the CLS row kept (DINO / DINOv2
+        ``interpolate_pos_encoding``). Shapes: -> (1, 1 + gh*gw, D)."""
         native = self.patch_embed.grid_size
         if (gh, gw) == native:
             return self.pos_embed
         cls_pos, grid_pos = F.split(self.pos_embed, [1], axis=1)  # (1, 1, D), (1, N, D)
-        return F.concat([cls_pos, interpolate_pos_embed(grid_pos, (gh, gw), native)], axis=1)
+        grid_pos = interpolate_pos_embed(grid_pos, (gh, gw), native,
+                                         offset=self.cfg.interpolate_offset,
+                                         antialias=self.cfg.interpolate_antialias)
+        return F.concat([cls_pos, grid_pos], axis=1)  # (1, 1 + gh*gw, D)
 
     def prepare_tokens(self, x: Any, masks: Any = None) -> Tensor:
         """Patch tokens, masked ones replaced by ``mask_token``, CLS prepended, positions

@@ -81,57 +81,111 @@ def sincos_2d_position_embedding(D: int, grid: int | tuple[int, int], cls_token:
     return emb
 
 
+def _keys_cubic(x: np.ndarray, A: float) -> np.ndarray:
+    """Keys' cubic convolution kernel of the distance x (Keys 1981):
+    $k(x) = (A+2)|x|^3 - (A+3)|x|^2 + 1$ for $|x| \\le 1$,
+    $k(x) = A|x|^3 - 5A|x|^2 + 8A|x| - 4A$ for $1 < |x| < 2$, 0 beyond.
+    torch uses A = -0.75 for plain bicubic, A = -0.5 (as PIL) for the anti-aliased one.
+    Shapes: any -> same."""
+    x = np.abs(x)
+    near = ((A + 2) * x - (A + 3)) * x * x + 1
+    far = ((A * x - 5 * A) * x + 8 * A) * x - 4 * A
+    return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
+
+
 def _cubic_weights(t: np.ndarray, A: float = -0.75) -> np.ndarray:
     """Keys' cubic convolution weights of the 4 taps at offsets -1, 0, 1, 2 for a fractional
     position t in [0, 1), with torch's A = -0.75 (ATen ``get_cubic_upsample_coefficients``).
     Shapes: t (M,) -> (M, 4)."""
-
-    def near(x: np.ndarray) -> np.ndarray:  # |x| <= 1
-        return ((A + 2) * x - (A + 3)) * x * x + 1
-
-    def far(x: np.ndarray) -> np.ndarray:  # 1 < |x| < 2
-        return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A
-
-    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1)
+    taps = np.stack([t + 1, t, 1 - t, 2 - t], axis=1)  # (M, 4) distances to the taps
+    return _keys_cubic(taps, A)
 
 
-@functools.lru_cache(maxsize=64)
-def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """The (n_out, n_in) matrix of 1-D bicubic resampling as torch
-    ``F.interpolate(mode="bicubic", size=n_out, align_corners=False)``:
-    source coordinate $s = (d + 0.5)\\,n_{in}/n_{out} - 0.5$, taps $\\lfloor s\\rfloor - 1 \\ldots
-    \\lfloor s\\rfloor + 2$ clamped to the border, weights ``_cubic_weights(s - floor(s))``.
-    No antialiasing (DINO / DINOv2 ``interpolate_pos_encoding`` default). Identity when
-    n_in == n_out. Read-only (cached).
+def _ratio(n_in: int, n_out: int, scale: float | None) -> float:
+    """Input pixels per output pixel, as torch (ATen ``area_pixel_compute_scale``,
+    align_corners=False): $1/\\text{scale}$ when a scale factor is given, else $n_{in}/n_{out}$."""
+    return 1.0 / scale if scale is not None else n_in / n_out
 
-    Shapes: -> (n_out, n_in).
+
+@functools.lru_cache(maxsize=128)
+def bicubic_matrix(n_in: int, n_out: int, scale: float | None = None,
+                   antialias: bool = False) -> np.ndarray:
+    """The (n_out, n_in) matrix of torch's 1-D bicubic resampling
+    ``F.interpolate(mode="bicubic", align_corners=False, antialias=antialias)``, called with
+    ``size=n_out`` (``scale=None``) or with ``scale_factor=scale`` (then n_out = floor(n_in *
+    scale) and the coordinates use the *given* scale, not n_in / n_out).
+
+    Let $r$ = ``_ratio`` (input pixels per output pixel) and $c_d = r\\,(d + 1/2)$ the centre
+    of output pixel d in input coordinates (pixel j covers [j, j+1), its centre is j + 1/2).
+
+    - Plain (``antialias=False``, ATen ``upsample_bicubic2d``): source coordinate
+      $s = c_d - 1/2$, the 4 taps $\\lfloor s\\rfloor - 1 \\ldots \\lfloor s\\rfloor + 2$
+      weighted by Keys' kernel with A = -0.75 of their distance to s, taps outside the image
+      clamped to the border pixel. Identity when n_in == n_out and no scale is given.
+    - Anti-aliased (``antialias=True``, ATen ``_upsample_bicubic2d_aa``, PIL's resampling):
+      Keys' kernel with A = -0.5 stretched by $\\sigma = \\max(r, 1)$ (wider when
+      downsampling, so each output pixel averages the $4r$ input pixels it covers),
+      $w_{dj} \\propto k((j + 1/2 - c_d)/\\sigma)$ over the pixels j inside the image only,
+      each row renormalised to sum to 1 (no clamping). It differs from the plain matrix even
+      when upsampling (A, and the border rows). An axis whose size does not change is left
+      as it is (identity), even under a scale factor: torch's separable anti-aliased kernel
+      skips it (the plain kernel resamples it with the given scale).
+
+    Read-only (cached). Shapes: -> (n_out, n_in).
     """
     if n_in < 1 or n_out < 1:
         raise ValueError(f"bicubic_matrix: sizes must be >= 1, got {n_in} -> {n_out}")
-    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5  # (n_out,)
-    i0 = np.floor(src).astype(np.int64)
-    w = _cubic_weights(src - i0)  # (n_out, 4)
+    if scale is not None and not scale > 0:
+        raise ValueError(f"bicubic_matrix: scale must be > 0, got {scale}")
+    r = _ratio(n_in, n_out, scale)
+    centre = (np.arange(n_out) + 0.5) * r  # (n_out,) output pixel centres, input coordinates
     m = np.zeros((n_out, n_in))
-    for tap in range(4):
-        idx = np.clip(i0 - 1 + tap, 0, n_in - 1)  # border taps repeat the edge value
-        np.add.at(m, (np.arange(n_out), idx), w[:, tap])
+    if antialias and n_in == n_out:
+        m = np.eye(n_in)
+    elif antialias:
+        stretch = max(r, 1.0)
+        dist = (np.arange(n_in)[None, :] + 0.5 - centre[:, None]) / stretch  # (n_out, n_in)
+        m = _keys_cubic(dist, -0.5)  # zero beyond |dist| >= 2: only the pixels in the support
+        m = m / m.sum(axis=1, keepdims=True)  # renormalised over the pixels inside the image
+    else:
+        src = centre - 0.5  # (n_out,)
+        i0 = np.floor(src).astype(np.int64)
+        w = _cubic_weights(src - i0)  # (n_out, 4)
+        for tap in range(4):
+            idx = np.clip(i0 - 1 + tap, 0, n_in - 1)  # border taps repeat the edge value
+            np.add.at(m, (np.arange(n_out), idx), w[:, tap])
     m.setflags(write=False)
     return m
 
 
 def interpolate_pos_embed(pos_embed_grid: Any, new_grid: tuple[int, int],
-                          old_grid: tuple[int, int] | None = None) -> Tensor:
-    """Resample a learned position grid to another grid size, bicubically (DINO / DINOv2
-    ``interpolate_pos_encoding``, timm ``resample_abs_pos_embed``).
+                          old_grid: tuple[int, int] | None = None, offset: float = 0.0,
+                          antialias: bool = False) -> Tensor:
+    """Resample a learned position grid to another grid size, bicubically, the way each
+    family's own code does (torch ``F.interpolate(mode="bicubic", align_corners=False)``):
 
-    Separable 2-D bicubic = one fixed linear map $M = M_h \\otimes M_w$ applied with a matmul,
-    $P' = M P$, so the gradient reaches the learned table ($\\partial L/\\partial P = M^T
-    \\partial L/\\partial P'$); multi-crop training updates ``pos_embed`` through its local crops.
-    Resampled by *size* (DINOv2 with ``interpolate_offset=0``, timm), not DINO's
-    ``scale_factor`` with the +0.1 offset. Returns the input unchanged at the native grid.
+    - ``offset == 0``: by size, ``size=(nh, nw)`` (DINOv2 with ``interpolate_offset=0``: its
+      ``*_reg`` hub models, which also set ``antialias=True``; timm).
+    - ``offset != 0``: by scale factor, ``scale_factor=((nh + offset)/gh, (nw + offset)/gw)``
+      (DINO v1 vision_transformer.py and DINOv2 models/vision_transformer.py
+      ``interpolate_pos_encoding``, offset 0.1, "to avoid floating point error", dino issue
+      #8). torch then maps output pixel i to the source $(i + 1/2)/\\text{scale} - 1/2$ with
+      the given scale, not $g/n$: the offset shifts the sampling grid slightly, and an axis
+      whose size does not change is resampled too.
+    - ``antialias``: torch's anti-aliased bicubic (PIL's filter; ``bicubic_matrix``), DINOv2's
+      ``interpolate_antialias``. timm's ``dynamic_img_size`` path (timm layers/pos_embed.py
+      ``resample_abs_pos_embed``, called from ``VisionTransformer._pos_embed``) resamples by
+      size with ``antialias=True`` (its defaults), i.e. ``offset=0, antialias=True``.
 
-    ``pos_embed_grid`` holds the grid tokens only (no CLS row); ``old_grid`` defaults to a
-    square grid.
+    Separable 2-D bicubic: $P' = M_h\\,P\\,M_w^T$ on each channel, two matmuls with the fixed
+    matrices ``bicubic_matrix`` (n, g), so the gradient reaches the learned table
+    ($\\partial L/\\partial P = M_h^T\\,\\partial L/\\partial P'\\,M_w$); multi-crop training
+    updates ``pos_embed`` through its local crops. Returns the input unchanged at the native
+    grid (as DINO, DINOv2 and timm do). (The families' code casts the table to float32 to
+    resample it; this keeps the table's dtype.)
+
+    ``pos_embed_grid`` holds the grid tokens only (no CLS row), rows in raster order;
+    ``old_grid`` defaults to a square grid.
 
     Shapes: (1, gh*gw, D) -> (1, nh*nw, D).
     """
@@ -155,9 +209,24 @@ def interpolate_pos_embed(pos_embed_grid: Any, new_grid: tuple[int, int],
     nh, nw = new_grid
     if (nh, nw) == (gh, gw):
         return pos
-    m = np.kron(bicubic_matrix(gh, nh), bicubic_matrix(gw, nw))  # (nh*nw, gh*gw)
-    m = backend.to_device(m.astype(pos.dtype), pos.device)
+    if offset:
+        scales = ((nh + offset) / gh, (nw + offset) / gw)
+        got = tuple(math.floor(g * sc) for g, sc in zip((gh, gw), scales))
+        if got != (nh, nw):  # torch's output size is floor(g * scale)
+            raise ValueError(
+                f"interpolate_pos_embed: offset {offset} gives scale factors {scales}, hence "
+                f"a {got} grid, not {(nh, nw)}; use an offset in [0, 1)"
+            )
+        mh = bicubic_matrix(gh, nh, scales[0], antialias)
+        mw = bicubic_matrix(gw, nw, scales[1], antialias)
+    else:
+        mh, mw = bicubic_matrix(gh, nh, None, antialias), bicubic_matrix(gw, nw, None, antialias)
+    mh = Tensor(backend.to_device(mh.astype(pos.dtype), pos.device))  # (nh, gh)
+    mw = Tensor(backend.to_device(mw.astype(pos.dtype), pos.device))  # (nw, gw)
     D = pos.shape[2]
-    # a 2-D GEMM: NumPy's broadcasting matmul of a 2-D by a 3-D operand skips BLAS
-    y = F.matmul(Tensor(m), pos.reshape(N, D))  # (nh*nw, gh*gw) @ (gh*gw, D) -> (nh*nw, D)
-    return y.reshape(1, nh * nw, D)  # (1, nh*nw, D)
+    # 2-D GEMMs only (NumPy's broadcasting matmul of a 2-D by a 3-D operand skips BLAS)
+    y = F.matmul(mh, pos.reshape(gh, gw * D))  # rows: (nh, gh) @ (gh, gw*D) -> (nh, gw*D)
+    y = y.reshape(nh, gw, D).transpose(1, 0, 2).reshape(gw, nh * D)  # (gw, nh*D)
+    y = F.matmul(mw, y)  # columns: (nw, gw) @ (gw, nh*D) -> (nw, nh*D)
+    y = y.reshape(nw, nh, D).transpose(1, 0, 2)  # (nh, nw, D)
+    return y.reshape(1, nh * nw, D)  # (1, nh*nw, D), raster order

@@ -24,7 +24,8 @@ def test_vit_presets():
     # defaults of the design contract
     assert (nano.in_chans, nano.mlp_ratio, nano.num_classes, nano.qkv_bias, nano.norm_first,
             nano.eps, nano.act, nano.layer_scale) == (3, 4.0, 0, True, True, 1e-6, "gelu", None)
-    assert (nano.num_register_tokens, nano.pre_norm) == (0, False)
+    assert (nano.num_register_tokens, nano.pre_norm, nano.interpolate_offset,
+            nano.interpolate_antialias) == (0, False, 0.0, False)
     assert {"vit-nano", "vit-tiny", "vit-small", "vit-digits", "vit-shapes"} <= set(
         ViTConfig.presets())
 
@@ -49,6 +50,8 @@ def test_config_errors():
         ViTConfig.preset("vit-nano", img_size=30)
     with pytest.raises(ValueError, match="num_register_tokens must be >= 0, got -1"):
         ViTConfig.preset("vit-nano", num_register_tokens=-1)
+    with pytest.raises(ValueError, match=r"interpolate_offset must be in \[0, 1\), got 1.5"):
+        ViTConfig.preset("vit-nano", interpolate_offset=1.5)
     with pytest.raises(ValueError, match="unknown act"):
         ViTConfig.preset("vit-nano", act="swish")
     with pytest.raises(ValueError, match="pool must be one of"):

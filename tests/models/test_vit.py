@@ -9,7 +9,7 @@ import pytest
 import minitransformer as mt
 from minitransformer import models, nn
 from tests.nn.reference import block, gradcheck_module, layer_norm, mha_eq3, params
-from tests.nn.test_positional import resample_1d_reference
+from tests.nn.test_positional import resample_2d_reference
 
 
 def make_vit(device, seed=0, dtype=np.float64, **kw):
@@ -31,16 +31,6 @@ def patchify(x, P):
     return out
 
 
-def resample_grid(grid, new):
-    """(gh, gw, D) -> (nh, nw, D) with the independent separable bicubic reference."""
-    gh, gw, D = grid.shape
-    rows = np.stack([[resample_1d_reference(grid[r, :, d], new[1]) for d in range(D)]
-                     for r in range(gh)])  # (gh, D, nw)
-    out = np.stack([[resample_1d_reference(rows[:, d, j], new[0]) for d in range(D)]
-                    for j in range(new[1])])  # (nw, D, nh)
-    return out.transpose(2, 0, 1)
-
-
 def vit_reference(m, x, masks=None, return_last_attention=False):
     """Tokens = [CLS; patches W_E + b_E (masked -> mask_token)] + pos, registers inserted
     after CLS with no position (DINOv2), norm_pre (CLIP ln_pre), blocks, final norm.
@@ -56,7 +46,9 @@ def vit_reference(m, x, masks=None, return_last_attention=False):
     gh, gw = x.shape[2] // P, x.shape[3] // P
     g = cfg.img_size // P
     if (gh, gw) != (g, g):
-        grid = resample_grid(pos[0, 1:].reshape(g, g, D), (gh, gw)).reshape(1, -1, D)
+        grid = resample_2d_reference(pos[0, 1:].reshape(g, g, D), (gh, gw),
+                                     cfg.interpolate_offset, cfg.interpolate_antialias)
+        grid = grid.reshape(1, -1, D)
         pos = np.concatenate([pos[:, :1], grid], axis=1)
     t = t + pos
     R = cfg.num_register_tokens
@@ -96,6 +88,28 @@ def test_forward_features_equals_reference_at_several_resolutions(device, rng, s
     np.testing.assert_allclose(m(mt.tensor(x, device=device)).numpy(),
                                normed[:, 0] @ p["head.weight"] + p["head.bias"], rtol=1e-9,
                                atol=1e-11)
+
+
+@pytest.mark.parametrize("offset,antialias", [(0.1, False), (0.0, True), (0.1, True)])
+def test_resampling_modes_equal_reference(device, rng, offset, antialias):
+    """DINO v1 / DINOv2 (scale factor with the 0.1 offset), DINOv2 with registers and timm
+    (by size, antialias): the config picks the mode; each changes the features at another
+    resolution and none at the native one."""
+    m = make_vit(device, img_size=16, num_register_tokens=1, interpolate_offset=offset,
+                 interpolate_antialias=antialias)
+    randomize(m, rng)
+    default = make_vit(device, img_size=16, num_register_tokens=1)
+    default.load_state_dict(m.state_dict())
+    for size in ((12, 20), (16, 16), (24, 8)):
+        x = rng.standard_normal((2, 2) + size)
+        f = m.forward_features(mt.tensor(x, device=device))
+        prenorm, normed = vit_reference(m, x)
+        np.testing.assert_allclose(f["x_prenorm"].numpy(), prenorm, rtol=1e-9, atol=1e-11)
+        other = default.forward_features(mt.tensor(x, device=device))["x_prenorm"].numpy()
+        if size == (16, 16):
+            np.testing.assert_array_equal(other, f["x_prenorm"].numpy())
+        else:
+            assert np.abs(other - prenorm).max() > 1e-3
 
 
 def test_runs_at_two_resolutions_and_pos_interpolation(device, rng):
@@ -302,7 +316,8 @@ def test_gradcheck_two_block_vit(device, rng):
 
 def test_gradcheck_vit_with_registers_and_norm_pre(device, rng):
     m = make_vit(device, img_size=4, patch_size=2, dim=4, depth=1, num_heads=2, in_chans=1,
-                 mlp_ratio=1.0, mask_token=True, num_register_tokens=2, pre_norm=True)
+                 mlp_ratio=1.0, mask_token=True, num_register_tokens=2, pre_norm=True,
+                 interpolate_offset=0.1, interpolate_antialias=True)
     randomize(m, rng)
     masks = np.array([[False, True, False, False, True, False]])
     x = mt.tensor(rng.standard_normal((1, 1, 6, 4)), requires_grad=True, device=device)

@@ -65,18 +65,45 @@ def cubic_kernel(s, a=-0.75):
     return 0.0
 
 
-def resample_1d_reference(v, n_out):
-    """Independent reference: each output pixel's centre mapped back to the input with
-    align_corners=False, sum over the 4 nearest input samples weighted by the kernel of their
-    distance, out-of-range samples replaced by the edge sample."""
+def resample_1d_reference(v, n_out, scale=None, antialias=False):
+    """Independent reference of torch's 1-D bicubic resampling, align_corners=False.
+
+    Output pixel d covers [d r, (d + 1) r) of the input, r = 1/scale when a scale factor is
+    given (torch uses the given scale, not n_in/n_out), else n_in/n_out; its centre is
+    c = (d + 0.5) r and input pixel k's centre is k + 0.5.
+    Plain: the 4 input samples nearest to s = c - 0.5, weighted by the kernel (a = -0.75) of
+    their distance to s, out-of-range samples replaced by the edge sample.
+    Anti-aliased (PIL): every input pixel weighted by the kernel (a = -0.5) of its distance to
+    c divided by max(r, 1), the weights divided by their sum; an axis whose length does not
+    change is copied (torch skips it)."""
     n_in = len(v)
+    r = 1.0 / scale if scale is not None else n_in / n_out
     out = np.zeros(n_out)
+    if antialias and n_in == n_out:
+        return np.array(v, dtype=float)
     for d in range(n_out):
-        s = (d + 0.5) * n_in / n_out - 0.5
-        base = math.floor(s)
-        for k in range(base - 1, base + 3):
-            out[d] += cubic_kernel(s - k) * v[min(max(k, 0), n_in - 1)]
+        c = (d + 0.5) * r
+        if antialias:
+            w = [cubic_kernel((k + 0.5 - c) / max(r, 1.0), a=-0.5) for k in range(n_in)]
+            out[d] = sum(wk * v[k] for k, wk in enumerate(w)) / sum(w)
+        else:
+            s = c - 0.5
+            base = math.floor(s)
+            for k in range(base - 1, base + 3):
+                out[d] += cubic_kernel(s - k) * v[min(max(k, 0), n_in - 1)]
     return out
+
+
+def resample_2d_reference(grid, new, offset=0.0, antialias=False):
+    """(gh, gw, D) -> (nh, nw, D): columns then rows with the 1-D reference, scale factors
+    (n + offset) / g when offset != 0 (DINO's scale_factor call), else by size."""
+    gh, gw, D = grid.shape
+    sh, sw = ((new[0] + offset) / gh, (new[1] + offset) / gw) if offset else (None, None)
+    rows = np.stack([[resample_1d_reference(grid[i, :, c], new[1], sw, antialias)
+                      for c in range(D)] for i in range(gh)])  # (gh, D, nw)
+    out = np.stack([[resample_1d_reference(rows[:, c, j], new[0], sh, antialias)
+                     for c in range(D)] for j in range(new[1])])  # (nw, D, nh)
+    return out.transpose(2, 0, 1)  # (nh, nw, D)
 
 
 @given(n_in=st.integers(1, 9), n_out=st.integers(1, 12))
@@ -88,32 +115,75 @@ def test_bicubic_matrix_matches_reference(n_in, n_out):
     np.testing.assert_allclose(M.sum(axis=1), 1.0, rtol=1e-12)  # constants are preserved
 
 
+@given(n_in=st.integers(1, 40), n_out=st.integers(1, 40), antialias=st.booleans(),
+       offset=st.sampled_from([0.0, 0.1, 0.5, 0.9]))
+def test_bicubic_matrix_modes_match_reference(n_in, n_out, antialias, offset):
+    """By size or by scale factor (n_out + offset) / n_in, plain or anti-aliased."""
+    scale = (n_out + offset) / n_in if offset else None
+    M = nn.bicubic_matrix(n_in, n_out, scale, antialias)
+    assert M.shape == (n_out, n_in)
+    eye = np.eye(n_in)
+    ref = np.stack([resample_1d_reference(eye[k], n_out, scale, antialias)
+                    for k in range(n_in)], axis=1)
+    np.testing.assert_allclose(M, ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(M.sum(axis=1), 1.0, rtol=1e-12)  # constants are preserved
+
+
+def test_bicubic_modes_differ():
+    """The modes are different maps (the errors issue 12 measured come from mixing them):
+    anti-aliasing changes the weights even when upsampling, and a scale factor with the 0.1
+    offset moves the samples, even on an axis whose length does not change."""
+    plain, aa = nn.bicubic_matrix(4, 6), nn.bicubic_matrix(4, 6, antialias=True)
+    assert np.abs(plain - aa).max() > 0.01
+    assert np.abs(plain - nn.bicubic_matrix(4, 6, 6.1 / 4)).max() > 0.01
+    assert np.abs(nn.bicubic_matrix(4, 4, 4.1 / 4) - np.eye(4)).max() > 0.01
+    np.testing.assert_array_equal(nn.bicubic_matrix(4, 4, 4.1 / 4, antialias=True), np.eye(4))
+    # downsampling 16 -> 4 with antialias: the kernel is stretched by r = 4, so each output
+    # reads the pixels within 2 r = 8 of its centre (16 inside, fewer at the border), while plain
+    # bicubic reads only the 4 nearest samples
+    assert (nn.bicubic_matrix(16, 4, antialias=True) != 0).sum(axis=1).tolist() == [10, 14,
+                                                                                    14, 10]
+    assert (nn.bicubic_matrix(16, 4) != 0).sum(axis=1).tolist() == [4, 4, 4, 4]
+    np.testing.assert_allclose(nn.bicubic_matrix(37, 16, antialias=True).sum(1), 1.0,
+                               rtol=1e-12)
+
+
 def test_bicubic_identity_at_same_size():
     np.testing.assert_array_equal(nn.bicubic_matrix(5, 5), np.eye(5))
+    np.testing.assert_allclose(nn.bicubic_matrix(5, 5, antialias=True), np.eye(5), atol=1e-15)
 
 
 def test_interpolate_identity_at_native_grid(device, rng):
     pos = mt.tensor(rng.standard_normal((1, 9, 4)), device=device)
     assert nn.interpolate_pos_embed(pos, (3, 3)) is pos
+    assert nn.interpolate_pos_embed(pos, (3, 3), offset=0.1, antialias=True) is pos
 
 
-@pytest.mark.parametrize("old,new", [((3, 3), (5, 2)), ((4, 2), (2, 3)), ((2, 2), (6, 6))])
-def test_interpolate_matches_separable_reference(device, rng, old, new):
+MODES = [(0.0, False), (0.1, False), (0.0, True), (0.1, True)]
+
+
+@pytest.mark.parametrize("offset,antialias", MODES)
+@pytest.mark.parametrize("old,new", [((3, 3), (5, 2)), ((4, 2), (2, 3)), ((2, 2), (6, 6)),
+                                     ((6, 6), (6, 9)), ((7, 7), (3, 3))])
+def test_interpolate_matches_separable_reference(device, rng, old, new, offset, antialias):
     D = 3
     grid = rng.standard_normal((old[0], old[1], D))
     pos = mt.tensor(grid.reshape(1, -1, D), device=device)
-    y = nn.interpolate_pos_embed(pos, new, old_grid=old).numpy()
-    ref = np.zeros((new[0], new[1], D))
-    for c in range(D):
-        rows = np.stack([resample_1d_reference(grid[r, :, c], new[1]) for r in range(old[0])])
-        ref[:, :, c] = np.stack([resample_1d_reference(rows[:, j], new[0])
-                                 for j in range(new[1])], axis=1)
+    y = nn.interpolate_pos_embed(pos, new, old_grid=old, offset=offset,
+                                 antialias=antialias).numpy()
+    ref = resample_2d_reference(grid, new, offset, antialias)
     np.testing.assert_allclose(y, ref.reshape(1, -1, D), rtol=1e-12, atol=1e-13)
 
 
-def test_interpolate_is_differentiable(device, rng):
+@pytest.mark.parametrize("offset,antialias", MODES)
+def test_interpolate_is_differentiable(device, rng, offset, antialias):
     pos = mt.tensor(rng.standard_normal((1, 9, 2)), requires_grad=True, device=device)
-    assert gradcheck(lambda p: nn.interpolate_pos_embed(p, (2, 4)), [pos])
+    assert gradcheck(lambda p: nn.interpolate_pos_embed(p, (2, 4), offset=offset,
+                                                        antialias=antialias), [pos])
+    pos = mt.tensor(rng.standard_normal((1, 6, 2)), requires_grad=True, device=device)
+    assert gradcheck(lambda p: nn.interpolate_pos_embed(p, (5, 2), old_grid=(3, 2),
+                                                        offset=offset, antialias=antialias),
+                     [pos])
 
 
 def test_interpolate_errors():
@@ -123,3 +193,8 @@ def test_interpolate_errors():
         nn.interpolate_pos_embed(np.zeros((1, 4, 4)), (2, 2), old_grid=(2, 3))
     with pytest.raises(ValueError, match=r"\(1, N, D\)"):
         nn.interpolate_pos_embed(np.zeros((4, 4)), (2, 2))
+    with pytest.raises(ValueError, match=r"offset 1.5 gives scale factors .* a \(3, 3\) grid, "
+                                         r"not \(2, 2\)"):
+        nn.interpolate_pos_embed(np.zeros((1, 9, 4)), (2, 2), offset=1.5)
+    with pytest.raises(ValueError, match="scale must be > 0, got -1"):
+        nn.bicubic_matrix(3, 2, -1.0)
