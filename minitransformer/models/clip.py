@@ -35,8 +35,11 @@ class CLIP(Module):
       clamp it after each optimiser step with ``objectives.clamp_logit_scale``.
 
     Init as open_clip: projections ``normal(0, width^-0.5)``. The towers initialise
-    themselves (see their classes). OpenAI's vision tower also has ``ln_pre`` and no patch
-    bias; use ``ViTConfig(patch_bias=False)`` for the latter.
+    themselves (see their classes). OpenAI's / open_clip's vision tower has ``ln_pre`` (a
+    LayerNorm on the tokens before the blocks) and no patch bias: ``ViTConfig(pre_norm=True,
+    patch_bias=False, eps=1e-5)``; its MLP uses QuickGELU (``act="quick_gelu"``) in OpenAI's
+    weights. ``io.load_pretrained(..., family="open_clip", act=...)`` builds such a model from
+    an OpenAI-layout checkpoint (``io.convert_clip`` lists what each key becomes).
 
     Shapes: images (B, C, H, W), tokens (B, T) -> features (B, E) each, logit_scale ().
     """
