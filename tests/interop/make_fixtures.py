@@ -10,8 +10,10 @@ and writes, under ``tests/fixtures/interop/<name>/``:
 - ``io.npz``: the fixed inputs and the reference outputs, float64;
 - ``meta.json``: the family, constructor arguments, library versions, repository commits, what
   each npz array is (shape, dtype, how it was computed) and every file of the fixture;
-- ``tokenizer.json`` (``hf-bert``, ``open_clip``): a tiny tokenizer trained with HF
-  ``tokenizers`` whose vocabulary size is the model's.
+- ``tokenizer.json`` (``hf-bert``, ``open_clip``): a tiny HF ``tokenizers`` tokenizer (WordPiece,
+  BPE) whose vocabulary size is the model's; its vocabulary is learnt here from a few sentences,
+  deterministically (``tokenizers``' own trainers are not reproducible), and ``tokenizers``
+  does the encoding.
 
 Fixtures (``<name>``: family, what it is):
 
@@ -200,7 +202,7 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         for key in sorted(arrays):
             buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            np.lib.format.write_array(buf, np.asarray(arrays[key], order="C"), allow_pickle=False)
             zf.writestr(zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0)),
                         buf.getvalue())
 
@@ -497,20 +499,62 @@ SENTENCES = [
     "she reads a book at home", "he plays the piano every day", "the sun rises in the east",
     "we walk to the river", "they eat bread and cheese", "the children play in the garden",
     "my friend lives in a small town", "the train arrives at noon", "rain falls on the roof",
+    "a quick brown fox jumps over the lazy dog", "birds fly south in winter",
 ]
+
+
+def _words(corpus: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in corpus:
+        for w in line.lower().split():
+            counts[w] = counts.get(w, 0) + 1
+    return counts
+
+
+def _bpe_merges(corpus: list[str], size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-pair merges learnt from ``corpus`` until the vocabulary has ``size`` entries.
+
+    HF ``tokenizers``' own trainers are not reproducible (the initial alphabet and the ties come
+    out of hash maps: two runs gave different merges and vocabularies), so the vocabulary is
+    learnt here, deterministically (the most frequent pair, ties broken alphabetically), and
+    handed to ``tokenizers.models.BPE``, which does all the encoding."""
+    words = {tuple(w[:-1]) + (w[-1] + "</w>",): c for w, c in _words(corpus).items()}
+    vocab = sorted({sym for w in words for sym in w})
+    merges = []
+    while len(vocab) < size:
+        pairs: dict[tuple[str, str], int] = {}
+        for w, c in words.items():
+            for pair in zip(w[:-1], w[1:]):
+                pairs[pair] = pairs.get(pair, 0) + c
+        if not pairs:
+            raise RuntimeError(f"the corpus gives only {len(vocab)} BPE tokens, not {size}")
+        best = min(pairs, key=lambda pr: (-pairs[pr], pr))
+        merges.append(best)
+        vocab.append(best[0] + best[1])
+        merged = {}
+        for w, c in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if w[i:i + 2] == best:
+                    out.append(best[0] + best[1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            merged[tuple(out)] = c
+        words = merged
+    return {tok: i for i, tok in enumerate(vocab)}, merges
 
 
 def clip_tokenizer(vocab_size: int):
     """A byte-pair tokenizer in CLIP's style: lower-case, words end with '</w>', the ids of
     <|startoftext|> and <|endoftext|> are the two largest (CLIP: 49406, 49407)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    vocab, merges = _bpe_merges(CAPTIONS, vocab_size - 2)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>"))
     tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 2, end_of_word_suffix="</w>",
-                                  show_progress=False)
-    tok.train_from_iterator(CAPTIONS, trainer)
     sot, eot = "<|startoftext|>", "<|endoftext|>"
     tok.add_special_tokens([sot, eot])
     tok.post_processor = processors.TemplateProcessing(
@@ -521,25 +565,26 @@ def clip_tokenizer(vocab_size: int):
 
 def bert_tokenizer(vocab_size: int):
     """A WordPiece tokenizer as bert-base-uncased's (BertNormalizer lower-case, BertPreTokenizer,
-    '[CLS] A [SEP] B [SEP]' with token types), ids 0-4: [PAD] [UNK] [CLS] [SEP] [MASK]."""
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
+    '[CLS] A [SEP] B [SEP]' with token types), ids 0-4: [PAD] [UNK] [CLS] [SEP] [MASK].
+
+    The vocabulary (deterministic, see ``_bpe_merges``): the special tokens, the characters,
+    their '##' continuations, then whole words by frequency (ties alphabetically); HF
+    ``tokenizers.models.WordPiece`` does the encoding (greedy longest match)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    counts = _words(SENTENCES)
+    chars = sorted({ch for w in counts for ch in w})
+    tokens = special + chars + ["##" + ch for ch in chars]
+    tokens += sorted((w for w in counts if w not in tokens), key=lambda w: (-counts[w], w))
+    if len(tokens) < vocab_size:
+        raise RuntimeError(f"the sentences give only {len(tokens)} WordPiece tokens")
+    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(tokens[:vocab_size])},
+                                     unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special,
-                                        show_progress=False)
-    tok.train_from_iterator(SENTENCES, trainer)
+    tok.add_special_tokens(special)  # matched whole in the text, before the normalizer
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -613,8 +658,9 @@ def make_open_clip() -> None:
                       "sot_id": tok.token_to_id("<|startoftext|>"),
                       "eot_id": tok.token_to_id("<|endoftext|>"), "pad_id": 0,
                       "captions": captions,
-                      "what": "HF tokenizers BPE trained on a few captions (tokens end with "
-                              "'</w>', lower-case); characters it never saw are dropped"},
+                      "what": "HF tokenizers BPE model (tokens end with '</w>', lower-case) "
+                              "with merges learnt by the generator from a few captions; "
+                              "characters it never saw are dropped"},
         "second_size": second,
         "perturbed": changed,
     }, arrays, desc, ["tokenizer.json"])
@@ -697,7 +743,9 @@ def make_bert() -> None:
                       "special": {s: tok.token_to_id(s) for s in
                                   ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")},
                       "pairs": [list(p) for p in pairs],
-                      "what": "HF tokenizers WordPiece trained on a few sentences"},
+                      "what": "HF tokenizers WordPiece model with a vocabulary made by the "
+                              "generator from a few sentences (characters, ## continuations, "
+                              "whole words by frequency)"},
         "perturbed": changed,
     }, arrays, desc, ["config.json", "tokenizer.json"])
 
