@@ -10,7 +10,9 @@ strictly, so the names are checked too.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,8 +69,13 @@ def hf_weights(seed):
     return w
 
 
+def num_layers(w):
+    return len({k.split(".")[3] for k in w if k.startswith("bert.encoder.layer.")})
+
+
 def to_package_names(w):
-    """HF names (out, in) -> the package's names (in, out); q, k, v stacked as qkv columns."""
+    """HF names (out, in) -> the package's names (in, out); q, k, v stacked as qkv columns.
+    (HF's NSP head ``cls.seq_relationship.*`` has no counterpart and is left out.)"""
     out = {"encoder.token_embed.weight": w["bert.embeddings.word_embeddings.weight"],
            "encoder.pos_embed": w["bert.embeddings.position_embeddings.weight"][None],
            "encoder.type_embed.weight": w["bert.embeddings.token_type_embeddings.weight"],
@@ -81,7 +88,7 @@ def to_package_names(w):
            "mlm_head.norm.weight": w["cls.predictions.transform.LayerNorm.weight"],
            "mlm_head.norm.bias": w["cls.predictions.transform.LayerNorm.bias"],
            "mlm_head.bias": w["cls.predictions.bias"]}
-    for i in range(L):
+    for i in range(num_layers(w)):
         p, q = f"bert.encoder.layer.{i}.", f"encoder.blocks.{i}."
         s = p + "attention.self."
         out[q + "attn.qkv.weight"] = np.concatenate(
@@ -116,9 +123,11 @@ def _dense(w, name, x):  # torch nn.Linear: x W^T + b
     return x @ w[name + ".weight"].T + w[name + ".bias"]
 
 
-def bert_reference(w, ids, attention_mask, token_type_ids):
-    """(last_hidden_state, mlm logits, pooler_output) of HF BertForPreTraining's forward."""
+def bert_reference(w, ids, attention_mask, token_type_ids, H=H):
+    """(last_hidden_state, mlm logits, pooler_output) of HF BertForPreTraining's forward;
+    H heads, the sizes from the weights."""
     B, T = ids.shape
+    D = w["bert.embeddings.word_embeddings.weight"].shape[1]
     hd = D // H
     x = (w["bert.embeddings.word_embeddings.weight"][ids]
          + w["bert.embeddings.token_type_embeddings.weight"][token_type_ids]
@@ -126,7 +135,7 @@ def bert_reference(w, ids, attention_mask, token_type_ids):
     x = _ln(x, w["bert.embeddings.LayerNorm.weight"], w["bert.embeddings.LayerNorm.bias"])
     # HF get_extended_attention_mask: (1 - mask) * finfo.min added to the scores
     ext = (1.0 - attention_mask[:, None, None, :].astype(np.float64)) * np.finfo(np.float64).min
-    for i in range(L):
+    for i in range(num_layers(w)):
         p = f"bert.encoder.layer.{i}."
         q = _dense(w, p + "attention.self.query", x)
         k = _dense(w, p + "attention.self.key", x)
@@ -188,6 +197,40 @@ def test_bert_equals_numpy_reference(device, rng):
     ones, zeros = np.ones_like(am), np.zeros_like(types)
     np.testing.assert_allclose(m.forward_tokens(ids).numpy(),
                                bert_reference(w, ids, ones, zeros)[0], rtol=0, atol=1e-10)
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "interop" / "hf-bert"
+
+
+def test_bert_equals_hf_transformers_fixture():
+    """The committed reference outputs of a random-init HF ``BertForPreTraining`` (transformers
+    5, float64; tests/interop/make_fixtures.py): our model with its weights mapped by name, and
+    the NumPy reference above, both to 1e-10."""
+    from safetensors.numpy import load_file
+
+    meta = json.loads((FIXTURE / "meta.json").read_text())
+    c = meta["config"]
+    w = {k: v.astype(np.float64) for k, v in load_file(FIXTURE / "model.safetensors").items()}
+    sd = to_package_names(w)
+    # every HF key is used but the NSP head's 2; per layer q, k, v's 6 become qkv's 2
+    assert len(sd) == len(w) - 2 - 4 * num_layers(w)
+    cfg = tiny_cfg(vocab_size=c["vocab_size"], context_length=c["max_position_embeddings"],
+                   dim=c["hidden_size"], depth=c["num_hidden_layers"],
+                   num_heads=c["num_attention_heads"],
+                   mlp_ratio=c["intermediate_size"] / c["hidden_size"],
+                   type_vocab_size=c["type_vocab_size"])
+    m = models.BERT(cfg).to(dtype=np.float64)
+    m.load_state_dict(sd, strict=True)
+    m.eval()
+    z = np.load(FIXTURE / "io.npz")
+    ids, am, tt = z["input_ids"], z["attention_mask"] == 1, z["token_type_ids"]
+    assert (~am).any() and (tt == 1).any()  # padding and segment B are exercised
+    ref = bert_reference(w, ids, am, tt, H=c["num_attention_heads"])
+    outputs = (m.forward_tokens(ids, am, tt), m.mlm_logits(ids, am, tt), m.pooled(ids, am, tt))
+    for name, got, mine in zip(("last_hidden_state", "mlm_logits", "pooler_output"), outputs,
+                               ref):
+        np.testing.assert_allclose(got.numpy(), z[name], rtol=0, atol=1e-10, err_msg=name)
+        np.testing.assert_allclose(mine, z[name], rtol=0, atol=1e-10, err_msg=name)
 
 
 @settings(max_examples=8, deadline=None)
