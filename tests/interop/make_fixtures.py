@@ -61,6 +61,10 @@ these two functions from its own source with only that line changed (``_patch_so
 fails if the line is not found exactly once). ``meta.json`` says so and records how far the
 unpatched (float32) output is from the float64 one.
 
+After writing, each fixture is checked: a fresh model (another seed) loads ``model.safetensors``
+strictly (HF: ``from_pretrained`` with no missing or unexpected key) and reproduces one reference
+output (``reload_check_max_abs_error`` in ``meta.json``).
+
 Attention probabilities: DINO v1 has ``get_last_selfattention``. timm's ``Attention`` is run on
 its non-fused path (``fused_attn = False``) and the probabilities are read by a forward hook on
 the last block's ``attn.attn_drop`` (identity in eval). DINOv2 has no such method (its attention
@@ -247,6 +251,21 @@ def fresh(name: str) -> Path:
     return folder
 
 
+def reload_check(path: Path, build, prefix: str, run, expected: np.ndarray) -> float:
+    """Load the written safetensors strictly into a fresh model (other seed) and compare one
+    output with the reference: the file holds exactly the weights that made the outputs."""
+    from safetensors.torch import load_file
+    torch.manual_seed(SEED + 7)
+    fresh_model = build().double().eval()
+    state = {k.removeprefix(prefix): v for k, v in load_file(str(path)).items()}
+    fresh_model.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        err = float(np.abs(n(run(fresh_model)) - expected).max())
+    if err > 1e-14:
+        raise RuntimeError(f"{path}: reloaded model differs from the reference by {err}")
+    return err
+
+
 def attention_from_qkv(x_norm: torch.Tensor, attn: nn.Module, heads: int) -> torch.Tensor:
     """softmax(q k^T / sqrt(head_dim)) from a block's norm1 output (B, T, D) -> (B, heads, T, T),
     with the block's ``attn.qkv``; checked: proj(probs @ v) equals the library's ``attn(x)``."""
@@ -306,7 +325,17 @@ def make_timm() -> None:
                          "forward hook on blocks[-1].attn.attn_drop, non-fused path",
         })
     hook.remove()
+
+    def build_timm():
+        m = tvit.VisionTransformer(**kwargs)
+        for blk in m.blocks:
+            blk.attn.fused_attn = False
+        return m
+    reload_err = reload_check(folder / "model.safetensors", build_timm, "",
+                              lambda m: m.forward_features(t(arrays["x_32x32"])),
+                              arrays["features_32x32"])
     write_fixture("timm-vit", "timm-vit", {
+        "reload_check_max_abs_error": reload_err,
         "constructor": "timm.models.vision_transformer.VisionTransformer",
         "kwargs": kwargs,
         "defaults_that_matter": {"qkv_bias": True, "norm_eps": 1e-6, "class_token": True,
@@ -370,7 +399,14 @@ def make_dino(dino_repo: Path, commit: str, use_bn: bool) -> None:
             f"head_{s}": "head(backbone(x)) == MultiCropWrapper(backbone, head)(x): (B, 64)",
         })
     wn = {k: list(v.shape) for k, v in state.items() if "last_layer" in k}
+    reload_err = reload_check(
+        folder / "model.safetensors",
+        lambda: dino_utils.MultiCropWrapper(
+            dvit.VisionTransformer(norm_layer=partial(nn.LayerNorm, eps=1e-6), **vit_kwargs),
+            dvit.DINOHead(**head_kwargs)),
+        prefix, lambda m: m(t(arrays["x_32x32"])), arrays["head_32x32"])
     write_fixture(name, "dino", {
+        "reload_check_max_abs_error": reload_err,
         "constructor": "dino vision_transformer.VisionTransformer(norm_layer=partial("
                        "nn.LayerNorm, eps=1e-6), **kwargs) (vit_small's settings) and "
                        "vision_transformer.DINOHead(**head_kwargs), wrapped in "
@@ -461,7 +497,14 @@ def make_dinov2(dinov2_repo: Path, commit: str, registers: bool) -> None:
     for k in keys:
         arrays[f"{k}_masked"] = n(out[k])
         desc[f"{k}_masked"] = f"model.forward_features(x_32x32, masks=masks)['{k}']"
+    reload_err = reload_check(
+        folder / "model.safetensors",
+        lambda: v2.DinoVisionTransformer(block_fn=partial(Block, attn_class=MemEffAttention),
+                                         **kwargs),
+        "", lambda m: m.forward_features(t(arrays["x_32x32"]))["x_norm_patchtokens"],
+        arrays["x_norm_patchtokens_32x32"])
     write_fixture(name, "dinov2", {
+        "reload_check_max_abs_error": reload_err,
         "constructor": "dinov2.models.vision_transformer.DinoVisionTransformer(block_fn="
                        "partial(NestedTensorBlock, attn_class=MemEffAttention), **kwargs) "
                        "(vit_small's block; the hub's block_chunks=0)",
@@ -645,7 +688,14 @@ def make_open_clip() -> None:
                             "image_features @ normalised text_features.T (B, 3)",
     }
     keys = sorted(model.state_dict())
+    reload_err = reload_check(
+        folder / "model.safetensors",
+        lambda: open_clip.CLIP(embed_dim=24, vision_cfg=CLIPVisionCfg(**vision),
+                               text_cfg=CLIPTextCfg(**text), quick_gelu=True),
+        "", lambda m: torch.cat([m.encode_image(t(x)), m.encode_text(torch.from_numpy(ids))]),
+        np.concatenate([arrays["image_features"], arrays["text_features"]]))
     write_fixture("open_clip", "open_clip", {
+        "reload_check_max_abs_error": reload_err,
         "constructor": "open_clip.CLIP(embed_dim=24, vision_cfg=CLIPVisionCfg(**vision), "
                        "text_cfg=CLIPTextCfg(**text), quick_gelu=True)",
         "embed_dim": 24, "vision": vision, "text": text, "quick_gelu": True,
@@ -725,10 +775,21 @@ def make_bert() -> None:
                       f"(max |diff| = {same:.1e}; the same transform head and tied decoder)",
         "nsp_logits": "BertForPreTraining(...).seq_relationship_logits (3, 2)",
     }
+    torch.manual_seed(SEED + 7)
+    again, info = BertForPreTraining.from_pretrained(
+        str(folder), dtype=torch.float64, attn_implementation="eager", output_loading_info=True)
+    if any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
+        raise RuntimeError(f"save_pretrained/from_pretrained round trip: {info}")
+    with torch.no_grad():
+        reload_err = float(np.abs(n(again.eval().bert(**a).last_hidden_state)
+                                  - arrays["last_hidden_state"]).max())
+    if reload_err > 1e-14:
+        raise RuntimeError(f"hf-bert: reloaded model differs by {reload_err}")
     from safetensors import safe_open
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         saved = sorted(f.keys())
     write_fixture("hf-bert", "hf-bert", {
+        "reload_check_max_abs_error": reload_err,
         "constructor": "transformers.BertForPreTraining(BertConfig(**config, "
                        "attn_implementation='eager'))",
         "config": cfg,
