@@ -8,7 +8,10 @@ DINO collapses in two ways (dino#32, dinov2#272, dinov2#407):
   batch (``feature_std`` near 0).
 A healthy run has a low per-image entropy *and* a mean distribution close to uniform.
 
-All take Tensors, arrays or lists of per-crop chunks and return Python floats.
+All take Tensors, arrays or lists of per-crop chunks and return a float64 scalar on their
+device, without reading it on the host: a NumPy float64 (a Python float) on the CPU, a 0-d
+CuPy array on a GPU, so that a training loop can log them every step and read them together
+once per logging interval (``float(x)`` reads one).
 """
 
 from __future__ import annotations
@@ -49,33 +52,33 @@ def _entropy(p: Any) -> Any:
     return -(p * logp).sum(-1)
 
 
-def teacher_entropy(probs: Any) -> float:
+def teacher_entropy(probs: Any) -> Any:
     """$\\frac1n \\sum_i H(t_i)$, $H(t) = -\\sum_k t_k \\log t_k$ (nats): the mean entropy of
     the teacher's per-image distributions. $\\log K$ means uniform collapse (or sharpening too
-    weak to matter); 0 means one-hot outputs. Shapes: (..., K) -> float."""
+    weak to matter); 0 means one-hot outputs. Shapes: (..., K) -> () float64, on the device."""
     p = _rows(probs, "teacher_entropy")
-    return float(_entropy(p).mean())
+    return _entropy(p).mean()
 
 
-def kl_to_uniform(probs: Any) -> float:
+def kl_to_uniform(probs: Any) -> Any:
     """$\\mathrm{KL}(\\bar t \\| U) = \\log K - H(\\bar t)$, $\\bar t = \\frac1n \\sum_i t_i$:
     how unevenly the batch uses the prototypes. 0 when every prototype is used equally on
     average; $\\log K$ when every image picks the same one (one-hot collapse).
-    Shapes: (..., K) -> float."""
+    Shapes: (..., K) -> () float64, on the device."""
     p = _rows(probs, "kl_to_uniform")
     K = p.shape[-1]
-    mean = p.mean(0, keepdims=True)  # (1, K)
-    return math.log(K) - float(_entropy(mean)[0])
+    mean = p.mean(0)  # (K,)
+    return math.log(K) - _entropy(mean)
 
 
-def feature_std(features: Any, normalize: bool = False) -> float:
+def feature_std(features: Any, normalize: bool = False) -> Any:
     """$\\frac1D \\sum_d \\mathrm{std}_i(x_{id})$: the spread of the features across the batch,
     per dimension (population std), averaged over dimensions. Near 0 means every image
     maps to the same point (collapse). With ``normalize`` the rows are L2-normalised first
     (SimSiam's diagnostic): then about $1/\\sqrt D$ for well-spread features.
-    Shapes: (..., D) -> float."""
+    Shapes: (..., D) -> () float64, on the device."""
     x = _rows(features, "feature_std")
     if normalize:
         xp = backend.get_array_module(x)
         x = x / xp.maximum(xp.sqrt((x * x).sum(-1, keepdims=True)), 1e-12)
-    return float(x.std(axis=0).mean())
+    return x.std(axis=0).mean()

@@ -218,6 +218,11 @@ def mim_pixel_loss(pred: Any, target: Any, mask: Any, norm_pix: bool = True) -> 
     mask.sum()``. The target is data (no gradient); predictions at unmasked patches do not
     change the loss. With no masked patch the loss is 0 (MAE would divide by zero).
 
+    Computed densely, as MAE's code: the error of every patch, then the masked mean
+    $\\sum_i m_i \\ell_i / \\max(\\sum_i m_i, 1)$ (``where`` keeps a non-finite prediction at an
+    unmasked patch out of it). No shape depends on the mask, so a GPU never waits for its
+    count (``nonzero`` would).
+
     Shapes: pred (B, N, P), target (B, N, P) (``patchify`` order), mask (B, N) bool -> ().
     """
     fn = "mim_pixel_loss"
@@ -237,11 +242,11 @@ def mim_pixel_loss(pred: Any, target: Any, mask: Any, norm_pix: bool = True) -> 
         mu = t.mean(-1, keepdims=True)  # (B, N, 1)
         var = t.var(-1, ddof=1, keepdims=True)  # unbiased, as torch.Tensor.var
         t = (t - mu) / (var + 1e-6) ** 0.5
-    idx = xp.nonzero(m)  # (b, n) of each masked patch
-    if idx[0].shape[0] == 0:
-        return (y * 0.0).sum()
-    diff = y[idx] - t[idx]  # (M, P)
-    return (diff * diff).mean(axis=-1).mean()  # mean over pixels, then over masked patches
+    diff = y - t  # (B, N, P)
+    per_patch = (diff * diff).mean(axis=-1)  # (B, N): mean over the pixels of each patch
+    kept = F.where(m, per_patch, xp.zeros((), dtype=y.dtype))  # (B, N): 0 at unmasked
+    count = xp.maximum(m.sum(), 1).astype(y.dtype)  # (): |M|, on the device
+    return kept.sum() / count  # the mean over the masked patches
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,7 +262,9 @@ def ibot_patch_loss(student_patch_logits: Any, teacher_patch_probs: Any, mask: A
     ``.mean()``, and DINOv2's ``forward_masked`` (``masks_weight``, ``/ B``). The teacher saw
     the same, unmasked view (same-view pairs, unlike the CLS loss). The teacher's
     probabilities (centred and sharpened, or Sinkhorn-Knopp) are data: no gradient reaches
-    them. Only the masked rows are computed, so other rows cannot change the loss.
+    them. Other rows cannot change the loss: the cross-entropy of every patch is computed
+    (densely: no shape depends on the mask, so a GPU never waits for its count) and
+    ``where`` keeps the unmasked ones out.
 
     Shapes: student_patch_logits (B, N, K), teacher_patch_probs (B, N, K), mask (B, N) -> ().
     """
@@ -274,10 +281,8 @@ def ibot_patch_loss(student_patch_logits: Any, teacher_patch_probs: Any, mask: A
         )
     m = _check_patch_mask(mask, B, N, s.data, fn)
     xp = backend.get_array_module(s.data)
-    idx = xp.nonzero(m)  # (b, n) of each masked patch
-    if idx[0].shape[0] == 0:
-        return (s * 0.0).sum()
     per_image = 1.0 / xp.maximum(m.sum(-1), 1).astype(s.dtype)  # (B,): 1 / m_b
-    weight = per_image[idx[0]]  # (M,): DINOv2's masks_weight
-    ce = F.soft_cross_entropy(s[idx] / tau, t[idx].astype(s.dtype))  # (M,)
-    return (ce * weight).sum() / B
+    weight = xp.where(m, per_image[:, None], 0).astype(s.dtype)  # (B, N): masks_weight
+    ce = F.soft_cross_entropy(s / tau, t.astype(s.dtype))  # (B, N), every patch
+    kept = F.where(m, ce, xp.zeros((), dtype=s.dtype))  # 0 at the unmasked patches
+    return (kept * weight).sum() / B

@@ -6,8 +6,21 @@ checkpoints (safetensors + JSON sidecar, written atomically), resuming, and stop
 
     for step in range(start, steps):
         metrics = recipe.train_step(step)      # forward, backward, optimiser step
-        if not finite(metrics["loss"]): stop, keep the last good checkpoint
-        log metrics; every eval_every steps: recipe.evaluate(); every save_every: checkpoint
+        keep metrics on the device; every log_every steps (and before a checkpoint) read
+        them in one transfer: a non-finite loss stops the run, keeping the last good
+        checkpoint; log them; every eval_every steps: recipe.evaluate()
+
+Host synchronisation: a step's metrics (the loss, accuracies, norms, diagnostics) are device
+scalars the loop does not read when the step ends. It reads them once per logging interval:
+the losses of every step of the interval and the metrics of its last step, stacked and copied
+to the host in one transfer (``_read_scalars``). So in the steady state a training step waits
+for the device at most once per ``log_every`` steps (tests/train/test_host_sync_budget.py
+counts it for every recipe). The finite-loss check runs on those values: a NaN or inf loss
+at step n is found at the end of its interval (or before a checkpoint, whichever comes
+first), the run stops with ``TrainingDiverged`` naming step n, and no checkpoint of a step
+from n on is ever written (every save reads the pending losses first, and ``_save`` refuses
+a state holding a NaN or inf). The model in memory may hold the updates of the steps up to
+the end of that interval.
 
 Checkpoints are ``ckpt-{step:08d}.safetensors`` + ``.json`` pairs in the run directory. A new
 pair is complete before the previous one is deleted (``keep`` pairs are kept), so a crash in the
@@ -40,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from .. import backend, io
 from ..autograd import Tensor
 
@@ -57,6 +72,7 @@ __all__ = [
     "checkpoint_path",
     "list_checkpoints",
     "load_latest",
+    "metrics_as_floats",
     "read_metrics",
     "train",
 ]
@@ -68,9 +84,10 @@ class Recipe(Protocol):
     name: str
     steps: int  # default number of steps of the chosen preset (the schedules' horizon)
 
-    def train_step(self, step: int) -> dict[str, float]:
-        """One optimiser step; returns metrics with at least "loss" (a float). When the loss is
-        not finite the recipe must leave its state untouched (no optimiser step)."""
+    def train_step(self, step: int) -> dict[str, Any]:
+        """One optimiser step; returns metrics with at least "loss": Python floats or device
+        scalars (0-d arrays or Tensors), which the loop reads once per logging interval. The
+        step must not read its own metrics on the host (no ``float(loss.item())``)."""
 
     def evaluate(self) -> dict[str, float]:
         """The recipe's headline metrics (e.g. k-NN accuracy), as floats."""
@@ -509,32 +526,51 @@ def _train_locked(recipe: Recipe, out: Path, steps: int | None, resume: bool, ev
                 write({"step": at, "diverged": str(e)})
                 raise
 
+        # Steps whose metrics are still on the device: (step number as logged, metrics).
+        pending: list[tuple[int, dict[str, Any]]] = []
+        clock = {"t": time.perf_counter()}  # when the last read ended
+
+        def flush() -> None:
+            """Read the pending metrics (one device-to-host transfer), stop on the first
+            non-finite loss, log the last pending step if it is a logging step."""
+            if not pending:
+                return
+            done, pending[:] = list(pending), []
+            losses, last = _read_scalars(done)
+            now = time.perf_counter()
+            dt = (now - clock["t"]) / len(done)  # mean seconds per step of the interval
+            clock["t"] = now
+            for (n, _), loss in zip(done, losses):
+                if not math.isfinite(loss):
+                    msg = (f"{recipe.name}: the loss is {loss} at step {n}; stopping (found "
+                           f"at step {done[-1][0]}: the losses are read once per logging "
+                           f"interval, so the model in memory may hold the updates of the "
+                           f"steps up to it; no checkpoint of step {n} or later is written). "
+                           f"{_last_good(out)}. Try a lower learning rate or stronger "
+                           "gradient clipping.")
+                    write({"step": n, "diverged": msg})
+                    raise TrainingDiverged(msg)
+            n = done[-1][0]
+            result.last_metrics = last
+            if n % log_every == 0 or n == total:
+                write({"step": n, **last, "sec": dt})
+            post = {"loss": f"{losses[-1]:.4f}"}
+            if batch:
+                post["samples/s"] = f"{batch / max(dt, 1e-9):.0f}"
+            bar.set_postfix(post, refresh=False)
+
         step = start
         try:
             while step < total and not interrupt["stop"]:
-                t_step = time.perf_counter()
                 metrics = recipe.train_step(step)
-                loss = float(metrics["loss"])
-                if not math.isfinite(loss):
-                    # numbered as the log numbers steps: this is the (step + 1)-th step
-                    msg = (f"{recipe.name}: the loss is {loss} at step {step + 1}; stopping "
-                           f"(the state of step {step} is kept in memory, not updated). "
-                           f"{_last_good(out)}. Try a lower learning rate or stronger "
-                           "gradient clipping.")
-                    write({"step": step + 1, "diverged": msg})
-                    raise TrainingDiverged(msg)
                 step += 1
                 result.steps_done = step
-                result.last_metrics = metrics
-                dt = time.perf_counter() - t_step
-                if step % log_every == 0 or step == total:
-                    write({"step": step, **_floats(metrics), "sec": dt})
-                post = {"loss": f"{loss:.4f}"}
-                if batch:
-                    post["samples/s"] = f"{batch / max(dt, 1e-9):.0f}"
-                bar.set_postfix(post, refresh=False)
+                pending.append((step, metrics))
                 bar.update(1)
-                if save_every and step % save_every == 0:
+                saving = bool(save_every) and step % save_every == 0
+                if step % log_every == 0 or step == total or saving:
+                    flush()  # the interval's one read (a save needs the losses checked)
+                if saving:
                     result.checkpoint = save(step)
                 if eval_every and step % eval_every == 0 and step < total:
                     write({"step": step, "eval": _floats(recipe.evaluate())})
@@ -547,6 +583,7 @@ def _train_locked(recipe: Recipe, out: Path, steps: int | None, resume: bool, ev
         result.interrupted = hard_stop or interrupt["stop"]
         result.signal = interrupt["signal"] or ("SIGINT" if hard_stop else None)
         if not hard_stop and (result.steps_done > start or not list_checkpoints(out)):
+            flush()  # the losses of the steps about to be saved are checked first
             result.checkpoint = save(result.steps_done)
         else:
             saved = list_checkpoints(out)
@@ -561,3 +598,51 @@ def _train_locked(recipe: Recipe, out: Path, steps: int | None, resume: bool, ev
 def _floats(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (float(v) if isinstance(v, (int, float)) or hasattr(v, "item") else v)
             for k, v in d.items()}
+
+
+def metrics_as_floats(metrics: dict[str, Any]) -> dict[str, Any]:
+    """One step's metrics (``recipe.train_step(step)``: device scalars and Python floats) as
+    Python floats, read in one device-to-host transfer. For a loop written by hand (a
+    notebook) that prints or plots every step; ``train`` reads them once per interval."""
+    return _read_scalars([(0, metrics)])[1]
+
+
+def _read_scalars(done: list[tuple[int, dict[str, Any]]]
+                  ) -> tuple[list[float], dict[str, Any]]:
+    """The losses of the steps in ``done`` and every metric of the last one, as Python
+    floats, read in one device-to-host transfer per device: the device scalars (0-d arrays,
+    or Tensors) are cast to float64, stacked on their device and copied together. Python and
+    NumPy numbers are taken as they are; other values (strings) pass through."""
+    last_step = len(done) - 1
+    slots: list[tuple[int, str]] = []
+    values: list[Any] = []
+    for i, (_, metrics) in enumerate(done):
+        if "loss" not in metrics:
+            raise KeyError(f"train_step must return a 'loss' metric, got {sorted(metrics)}")
+        for key in (metrics if i == last_step else ("loss",)):
+            slots.append((i, key))
+            values.append(metrics[key])
+    read: list[Any] = list(values)
+    by_module: dict[int, tuple[Any, list[int]]] = {}
+    for j, v in enumerate(values):
+        a = v.data if isinstance(v, Tensor) else v
+        if isinstance(a, (bool, int, float, str)) or a is None:
+            continue
+        if getattr(a, "shape", None) != ():
+            raise ValueError(f"metric {slots[j][1]!r} must be a scalar, got shape "
+                             f"{getattr(a, 'shape', None)}")
+        xp = backend.get_array_module(a)
+        if xp is np:  # host values: nothing to wait for
+            read[j] = float(a)
+            continue
+        by_module.setdefault(id(xp), (xp, []))[1].append(j)
+        read[j] = a
+    for xp, idx in by_module.values():
+        stacked = xp.stack([read[j].astype(xp.float64) for j in idx])  # (n,) on the device
+        host = backend.to_numpy(stacked)  # the one transfer
+        for j, h in zip(idx, host):
+            read[j] = float(h)
+    losses = [float(read[j]) for j, (_, key) in enumerate(slots) if key == "loss"]
+    last = {key: (float(read[j]) if isinstance(read[j], (bool, int, float)) else read[j])
+            for j, (i, key) in enumerate(slots) if i == last_step}
+    return losses, last

@@ -238,3 +238,71 @@ def test_kmeans_codebook_bad_input(rng):
     book = kmeans_codebook(rng.standard_normal((5, 3)), 2, rng)
     with pytest.raises(ValueError, match="patches"):
         book.encode(np.zeros((2, 4)))
+
+
+# ---------------------------------------------------- masked dense == the former gathered form
+def _pixel_loss_gathered(pred, target, mask, norm_pix):
+    """The former mim_pixel_loss: the masked patches gathered with nonzero (a shape that
+    depends on the mask), then their mean. Tensors in, a Tensor out."""
+    t = target
+    if norm_pix:
+        t = (t - t.mean(-1, keepdims=True)) / (t.var(-1, ddof=1, keepdims=True) + 1e-6) ** 0.5
+    idx = np.nonzero(mask)
+    if idx[0].shape[0] == 0:
+        return (pred * 0.0).sum()
+    diff = pred[idx] - t[idx]  # (M, P)
+    return (diff * diff).mean(axis=-1).mean()
+
+
+def _ibot_loss_gathered(s, t, mask, tau):
+    """The former ibot_patch_loss: the masked rows gathered with nonzero, weighted 1 / m_b."""
+    idx = np.nonzero(mask)
+    if idx[0].shape[0] == 0:
+        return (s * 0.0).sum()
+    weight = (1.0 / np.maximum(mask.sum(-1), 1))[idx[0]]  # (M,)
+    ce = mt.functional.soft_cross_entropy(s[idx] / tau, t[idx])  # (M,)
+    return (ce * weight).sum() / s.shape[0]
+
+
+@given(B=st.integers(1, 4), N=st.integers(1, 6), P=st.integers(2, 5), norm=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_masked_dense_losses_equal_the_gathered_ones(B, N, P, norm, seed):
+    """The masked-dense pixel and iBOT losses give the values and gradients of the former
+    nonzero-gathered computations on the same float64 inputs (to 1e-12), empty masks and
+    images without a masked patch included."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((B, N)) < 0.5
+    pred = rng.standard_normal((B, N, P))
+    target = rng.standard_normal((B, N, P)) * 2 + 1
+    t_probs = ref.softmax(rng.standard_normal((B, N, P)) * 2)
+    cases = [
+        (lambda y: mim_pixel_loss(y, target, mask, norm_pix=norm),
+         lambda y: _pixel_loss_gathered(y, target, mask, norm)),
+        (lambda y: ibot_patch_loss(y, t_probs, mask, 0.1),
+         lambda y: _ibot_loss_gathered(y, t_probs, mask, 0.1)),
+    ]
+    for new, old in cases:
+        ys = [mt.tensor(pred, requires_grad=True) for _ in range(2)]
+        a, b = new(ys[0]), old(ys[1])
+        a.backward()
+        b.backward()
+        np.testing.assert_allclose(a.item(), b.item(), rtol=1e-12, atol=1e-15)
+        gb = ys[1].grad if ys[1].grad is not None else np.zeros_like(pred)
+        np.testing.assert_allclose(ys[0].grad, gb, rtol=1e-12, atol=1e-15)
+
+
+def test_mim_losses_read_nothing_on_the_host(device, rng):
+    """No shape depends on the mask: on the CuPy stand-in the pixel, token and iBOT losses
+    and their backward make no device-to-host transfer."""
+    cp = mt.backend.cupy()
+    if device != "cuda" or not getattr(cp, "IS_STANDIN", False):
+        pytest.skip("counted on the CuPy stand-in (pytest --cupy-standin)")
+    B, N, P = 2, 5, 4
+    mask = mt.backend.to_device(rng.random((B, N)) < 0.5, device)
+    target = mt.backend.to_device(rng.standard_normal((B, N, P)), device)
+    probs = mt.backend.to_device(_probs(rng, (B, N, P)), device)
+    y = mt.tensor(rng.standard_normal((B, N, P)), device=device, requires_grad=True)
+    cp.reset_transfers()
+    loss = mim_pixel_loss(y, target, mask) + ibot_patch_loss(y, probs, mask)
+    loss.backward()
+    assert cp.transfers() == 0, cp.transfer_counts()

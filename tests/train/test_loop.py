@@ -150,11 +150,36 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert "loss is nan at step 4" in read_metrics(tmp_path)[-1]["diverged"]
     arrays, meta, path = load_latest(tmp_path)
     assert meta["step"] == 3
-    # the NaN step updated nothing: the recipe still holds the checkpointed, finite weights
-    for k, v in recipe.model.state_dict().items():
-        assert np.isfinite(v).all()
-        np.testing.assert_array_equal(arrays[f"model.{k}"], v)
+    assert all(np.isfinite(v).all() for v in arrays.values() if v.dtype.kind == "f")
     assert [r["step"] for r in read_metrics(tmp_path) if "loss" in r] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("save_every", [0, 2])
+def test_nan_loss_found_at_the_log_interval_saves_nothing_past_it(tmp_path, save_every):
+    """The losses are read once per logging interval (log_every=3): a NaN at step 4 is found
+    at step 6, the end of its interval, and reported as step 4; the checkpoints hold steps
+    before it only (with save_every=2, the save due at step 4 reads the pending losses
+    first and stops there), and nothing after step 3 is logged as a loss."""
+    recipe = _NaNAt(preset="tiny", steps=9)
+    found = 4 if save_every else 6
+    with pytest.raises(TrainingDiverged, match=rf"loss is nan at step 4; stopping \(found "
+                                               rf"at step {found}"):
+        train(recipe, tmp_path, save_every=save_every, log_every=3, progress=False)
+    recs = read_metrics(tmp_path)
+    assert [r["step"] for r in recs if "loss" in r] == [3]
+    assert recs[-1]["step"] == 4 and "loss is nan at step 4" in recs[-1]["diverged"]
+    saved = [p.name for p in list_checkpoints(tmp_path)]
+    assert saved == (["ckpt-00000002.safetensors"] if save_every else [])
+
+
+def test_log_every_logs_the_interval_end_and_the_last_step(tmp_path):
+    result = train(_tiny(steps=7), tmp_path, log_every=3, progress=False)
+    recs = [r for r in read_metrics(tmp_path) if "loss" in r]
+    assert [r["step"] for r in recs] == [3, 6, 7]
+    assert all(isinstance(r["loss"], float) and isinstance(r["acc"], float) for r in recs)
+    assert set(result.last_metrics) == {"loss", "lr", "acc"}
+    assert all(isinstance(v, float) for v in result.last_metrics.values())
+    assert result.last_metrics["loss"] == recs[-1]["loss"]
 
 
 class _CtrlCAt(SupervisedRecipe):

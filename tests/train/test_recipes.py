@@ -184,13 +184,52 @@ def test_clip_prompt_ensemble_covers_every_caption_and_clamps_the_scale():
 def test_mlm_predicts_only_masked_positions():
     r = make_recipe("mlm", preset="tiny")
     ids = r.train_seqs[:4]
-    inputs, labels = r.mask(ids, np.random.default_rng(0))
-    logits, target = r.model(inputs, labels)
+    inputs, labels, positions = r.mask(ids, np.random.default_rng(0))
+    logits, target = r.model(inputs, labels, positions)
     sel = labels.reshape(-1) != -100
+    np.testing.assert_array_equal(positions, np.flatnonzero(sel))
     assert logits.shape == (int(sel.sum()), r.tokenizer.vocab_size)
     np.testing.assert_array_equal(target, ids.reshape(-1)[sel])
     ev = r.evaluate()
     assert ev["ratio_to_unigram"] == pytest.approx(ev["masked_acc"] / ev["unigram_acc"])
+
+
+def test_mlm_loss_from_host_positions_equals_the_nonzero_gather_and_the_dense_mean():
+    """The head on the host-computed positions gives the loss (and gradients) of the former
+    device ``nonzero`` gather, and of the dense form (head on every position, targets -100
+    elsewhere: cross-entropy's masked mean), on the same float64 model and inputs (1e-12)."""
+    from minitransformer.objectives import mlm_loss
+
+    previous = mt.get_default_dtype()
+    mt.set_default_dtype(np.float64)
+    try:
+        r = make_recipe("mlm", preset="tiny")
+    finally:
+        mt.set_default_dtype(previous)
+    inputs, labels, positions = r.mask(r.train_seqs[:6], np.random.default_rng(3))
+    model = r.model
+
+    def former(ids, labels):  # the recipe's former forward: nonzero on the device labels
+        h = model.encoder.forward_tokens(ids)  # (B, T, D)
+        B, T, D = h.shape
+        flat = labels.reshape(-1)
+        sel = (flat != -100).nonzero()[0]
+        return model.head(h.reshape(B * T, D)[sel]), flat[sel]
+
+    results = []
+    for forward in (lambda: model(inputs, labels, positions), lambda: former(inputs, labels),
+                    lambda: model(inputs, labels)):
+        model.zero_grad()
+        loss = mlm_loss(*forward())
+        loss.backward()
+        assert loss.dtype == np.float64
+        results.append((loss.item(), {k: p.grad.copy() for k, p in model.named_parameters()}))
+    (a, ga), (b, gb), (c, gc) = results
+    assert a == b  # the same rows in the same order: bit for bit
+    np.testing.assert_allclose(c, a, rtol=1e-12)
+    for k in ga:
+        np.testing.assert_array_equal(ga[k], gb[k])
+        np.testing.assert_allclose(gc[k], ga[k], rtol=1e-12, atol=1e-15)
 
 
 # ---------------------------------------------------------------------- settings' ranges

@@ -339,7 +339,10 @@ class BaseRecipe:
         """Make the data, the models (into ``self.modules``) and ``self.optimizer``."""
         raise NotImplementedError
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> dict[str, Any]:
+        """One optimiser step; returns its metrics ("loss" at least) as device scalars or
+        Python floats, without reading the device (the loop reads them once per logging
+        interval)."""
         raise NotImplementedError
 
     def evaluate(self) -> dict[str, float]:
@@ -424,28 +427,29 @@ class BaseRecipe:
 
     def optimizer_step(self, loss: Tensor, step: int, *, per_param_clip: float = 0.0,
                        before_step: Callable[[], None] | None = None,
-                       params: Any = None) -> dict[str, float]:
-        """Backward and one AdamW step at the scheduled lr, unless the loss is not finite
-        (then nothing is updated: the loop stops and the state stays the last good one).
+                       params: Any = None) -> dict[str, Any]:
+        """Backward and one AdamW step at the scheduled lr, without reading anything on the
+        host: the loss is not checked here. The loop reads the losses once per logging
+        interval and stops at the first non-finite one (``train.loop``); no checkpoint of
+        that step or a later one is written, and the steps in between may update the model in
+        memory (with NaN: the run is over).
 
         Clipping: ``per_param_clip`` rescales each gradient tensor on its own (DINO v1's
         ``clip_gradients``); else ``cfg.clip_grad`` clips the global norm (torch, DINOv2).
         ``before_step`` runs after clipping (e.g. DINO's cancel_gradients_last_layer).
-        Returns ``{"loss", "lr", "grad_norm"}``.
+        Returns ``{"loss", "lr", "grad_norm"}``: the loss and the norm before clipping are
+        device scalars (0-d arrays, read by the loop), the lr a Python float.
         """
-        value = float(loss.item())
         lr = self.lr_at(step)
-        if not math.isfinite(value):
-            return {"loss": value, "lr": lr}
+        out: dict[str, Any] = {"loss": loss.data, "lr": lr}
         self.optimizer.zero_grad()
         loss.backward()
         target = params if params is not None else [
             p for g in self.optimizer.param_groups for p in g["params"]]
-        out = {"loss": value, "lr": lr}
         if per_param_clip > 0:
             clip_grad_per_param_(target, per_param_clip)
         elif self.cfg.clip_grad > 0:
-            out["grad_norm"] = float(clip_grad_norm_(target, self.cfg.clip_grad))
+            out["grad_norm"] = clip_grad_norm_(target, self.cfg.clip_grad)
         if before_step is not None:
             before_step()
         self.optimizer.set_lr(lr)

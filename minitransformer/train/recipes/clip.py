@@ -140,7 +140,7 @@ class CLIPRecipe(BaseRecipe):
         self.modules = {"model": self.model}
         self.optimizer = self.make_optimizer(self.model)
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> dict[str, Any]:
         self.model.train()
         idx = self.draw_indices(len(self.train_tokens))
         images = to_device(self.train_set.images[idx], self.device)
@@ -149,7 +149,9 @@ class CLIPRecipe(BaseRecipe):
         loss = clip_loss(img, txt, scale)
         out = self.optimizer_step(loss, step)
         clamp_logit_scale(self.model.logit_scale)  # open_clip: after every step
-        out["logit_scale"] = float(self.model.logit_scale.item())
+        # a copy on the device (the parameter changes in place at the next step), read when
+        # the loop logs
+        out["logit_scale"] = self.model.logit_scale.data.reshape(()).copy()
         return out
 
     def class_embeddings(self) -> dict[str, np.ndarray]:

@@ -245,7 +245,7 @@ class DINORecipe(BaseRecipe):
         views = self.views(self.data.x_train[idx], rng=self.step_rng())
         return [to_device(v, self.device) for v in views]
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> dict[str, Any]:
         c = self.cfg
         self.student.train()
         self.teacher.train()  # as DINO: the teacher's BatchNorm uses the batch statistics
@@ -264,18 +264,19 @@ class DINORecipe(BaseRecipe):
         self.optimizer.set_weight_decay(self.wd_at(step))
         out = self.optimizer_step(loss, step, per_param_clip=c.clip_grad_per_param,
                                   before_step=freeze_last_layer)
-        if math.isfinite(out["loss"]):
-            self.center.update(t_logits)  # after the loss: the next step uses it
-            ema_update(self.teacher, self.student, self.at(self.momentum, step))
+        # Not gated on a finite loss (that would read it on the host every step): a NaN here
+        # stops the run when the loop reads the interval's losses, before any save.
+        self.center.update(t_logits)  # after the loss: the next step uses it
+        ema_update(self.teacher, self.student, self.at(self.momentum, step))
         out.update(self.diagnostics(t_probs, t_feats, temp))
         return out
 
     def diagnostics(self, t_probs: list[Any], t_feats: list[Any], temp: float
-                    ) -> dict[str, float]:
+                    ) -> dict[str, Any]:
         """Collapse diagnostics of this step (the two collapses: DINO, Caron et al. 2021,
         sec. 3.1 on centering and sharpening, and facebookresearch/dino#32): teacher entropy
         and KL of its batch mean to uniform, both against ``ln_K``, and the CLS feature
-        spread."""
+        spread; device scalars, read by the loop when it logs."""
         return {"teacher_entropy": teacher_entropy(t_probs), "ln_K": math.log(self.cfg.out_dim),
                 "kl_to_uniform": kl_to_uniform(t_probs),
                 "feature_std": feature_std(t_feats, normalize=True), "teacher_temp": temp}

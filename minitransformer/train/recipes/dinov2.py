@@ -24,7 +24,6 @@ which DINOv2's patch loss targets; compare with ``dino`` at the same budget.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -172,7 +171,8 @@ class DINOv2Recipe(DINORecipe):
         t_probs = self.center.probs(t_logits, temp)  # 2 x (B, K)
         s_logits, s_cls, s_patch = self.student_forward(crops, md, rows)
         dino = dino_loss(s_logits, t_probs, student_temp=c.student_temp)
-        sub = md[rows]  # (m, N) masks of the masked images
+        sub_host = masks[masked_rows]  # (m, N) masks of the masked images, on the host
+        sub = to_device(sub_host, self.device)
         if len(masked_rows):
             t_patch_probs = self.ibot_center.probs(t_patch, temp)  # (m, N, K)
             # ibot_patch_loss averages over its m images; DINOv2 averages over all 2B
@@ -182,11 +182,19 @@ class DINOv2Recipe(DINORecipe):
             ibot = (s_logits[0] * 0.0).sum()
         koleo = koleo_loss(s_cls[0]) + koleo_loss(s_cls[1])  # per global crop, summed
         total = c.w_dino * dino + c.w_ibot * ibot + c.w_koleo * koleo
+        t_patch_masked = None
+        if len(masked_rows):
+            # the masked patches' teacher logits for the iBOT center: gathered at indices
+            # computed on the host (as DINOv2's collate makes mask_indices_list), never with a
+            # boolean mask on the device, whose result size a GPU would have to report
+            m, N, K = t_patch.shape
+            picked = to_device(np.flatnonzero(sub_host), self.device)  # (M,) into m*N
+            t_patch_masked = t_patch.data.reshape(m * N, K)[picked]  # (M, K)
         return {"total": total, "dino": dino, "ibot": ibot, "koleo": koleo,
                 "t_logits": t_logits, "t_probs": t_probs, "t_cls": t_cls,
-                "t_patch_masked": t_patch.data[sub] if len(masked_rows) else None}
+                "t_patch_masked": t_patch_masked}
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> dict[str, Any]:
         c = self.cfg
         self.student.train()
         self.teacher.train()
@@ -202,13 +210,13 @@ class DINOv2Recipe(DINORecipe):
         self.optimizer.set_weight_decay(self.wd_at(step))
         out = self.optimizer_step(parts["total"], step, per_param_clip=c.clip_grad_per_param,
                                   before_step=freeze_last_layer)
-        if math.isfinite(out["loss"]):
-            self.center.update(parts["t_logits"])
-            if parts["t_patch_masked"] is not None:
-                self.ibot_center.update(parts["t_patch_masked"])  # (M, K) masked patches
-            ema_update(self.teacher, self.student, self.at(self.momentum, step))
+        # not gated on a finite loss (a host read): the loop stops at a NaN before any save
+        self.center.update(parts["t_logits"])
+        if parts["t_patch_masked"] is not None:
+            self.ibot_center.update(parts["t_patch_masked"])  # (M, K) masked patches
+        ema_update(self.teacher, self.student, self.at(self.momentum, step))
         for k in ("dino", "ibot", "koleo"):
-            out[k] = float(parts[k].item())
+            out[k] = parts[k].data  # device scalars, read when the loop logs
         t_cls = parts["t_cls"]
         out.update(self.diagnostics(parts["t_probs"], [t_cls], temp))
         return out

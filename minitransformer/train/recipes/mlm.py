@@ -72,17 +72,33 @@ class MLMModel(Module):
         self.encoder = TextTransformer(cfg)
         self.head = MLMHead(cfg.dim, cfg.vocab_size, self.encoder.token_embed.weight)
 
-    def forward(self, ids: Any, labels: Any) -> tuple[Any, Any]:
-        """Logits at the predicted positions and their targets.
+    def forward(self, ids: Any, labels: Any, positions: Any = None) -> tuple[Any, Any]:
+        """Logits and their targets, at the predicted positions or at every position.
 
-        Shapes: ids (B, T), labels (B, T) with -100 where not predicted -> logits (M, V),
-        targets (M,), M = number of predicted positions."""
+        ``positions``: the flat indices (into B*T) of the predicted tokens, as BERT's
+        ``masked_lm_positions``, computed where the masking is made (on the host, from its
+        labels: ``predicted_positions``). The head then runs on those rows only (BERT's
+        ``gather_indexes``): the logits of the others never enter the loss, and skipping them
+        saves most of the (B*T, V) product. Their number M is known on the host, so nothing
+        waits for the device. Without ``positions`` the head runs on every position and the
+        targets keep -100 where not predicted: the loss (cross-entropy with ignore_index, a
+        masked mean) is the same, at 1 / mask_prob times the head's cost.
+
+        Shapes: ids (B, T), labels (B, T) with -100 where not predicted, positions (M,) ints
+        -> logits (M, V), targets (M,); without positions (B*T, V), (B*T,)."""
         h = self.encoder.forward_tokens(ids)  # (B, T, D)
         B, T, D = h.shape
         flat = labels.reshape(-1)  # (B*T,)
-        sel = (flat != -100).nonzero()[0]  # positions with a label
-        picked = h.reshape(B * T, D)[sel]  # (M, D): BERT's gather_indexes
-        return self.head(picked), flat[sel]
+        rows = h.reshape(B * T, D)  # (B*T, D)
+        if positions is None:
+            return self.head(rows), flat
+        return self.head(rows[positions]), flat[positions]  # (M, D) -> (M, V), (M,)
+
+
+def predicted_positions(labels: np.ndarray) -> np.ndarray:
+    """The flat indices of the labelled tokens of host labels (BERT's
+    ``masked_lm_positions``). Shapes: (B, T) -> (M,) int64, M = number of labels != -100."""
+    return np.flatnonzero(labels.reshape(-1) != -100)
 
 
 class MLMRecipe(BaseRecipe):
@@ -124,21 +140,29 @@ class MLMRecipe(BaseRecipe):
         counts[list(self.tokenizer.special_ids)] = 0
         self.most_frequent = int(counts.argmax())  # the unigram baseline's only answer
 
-    def mask(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
-        """BERT masking (on the host), then to the device. Shapes: (B, T) -> (B, T), (B, T)."""
+    def mask_host(self, ids: np.ndarray, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BERT masking on the host, and the predicted positions.
+        Shapes: (B, T) -> inputs (B, T), labels (B, T), positions (M,)."""
         tok = self.tokenizer
         inputs, labels = mask_tokens(ids, tok.vocab_size, tok.mask_id, rng,
                                      prob=self.cfg.mask_prob, special_ids=tok.special_ids)
-        return to_device(inputs, self.device), to_device(labels, self.device)
+        return inputs, labels, predicted_positions(labels)
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def mask(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any, Any]:
+        """``mask_host``, then to the device. Shapes: (B, T) -> (B, T), (B, T), (M,)."""
+        return tuple(to_device(a, self.device) for a in self.mask_host(ids, rng))
+
+    def train_step(self, step: int) -> dict[str, Any]:
         self.model.train()
         idx = self.draw_indices(len(self.train_seqs))
-        inputs, labels = self.mask(self.train_seqs[idx], self.step_rng())
-        logits, target = self.model(inputs, labels)  # (M, V), (M,)
+        inputs, labels, positions = self.mask(self.train_seqs[idx], self.step_rng())
+        logits, target = self.model(inputs, labels, positions)  # (M, V), (M,)
         loss = mlm_loss(logits, target)
         out = self.optimizer_step(loss, step)
-        out["masked_acc"] = float((logits.data.argmax(-1) == target).mean())
+        hits = (logits.data.argmax(-1) == target).sum()
+        # a device scalar, read when the loop logs; 0 when nothing was masked
+        out["masked_acc"] = hits / max(int(target.shape[0]), 1)
         return out
 
     def evaluate(self) -> dict[str, float]:
@@ -147,15 +171,18 @@ class MLMRecipe(BaseRecipe):
         self.model.eval()
         n = self.cfg.eval_size or len(self.test_seqs)
         rng = np.random.default_rng(self.cfg.seed + 12345)  # the same masks at every eval
-        hits = base = total = 0
+        hits: Any = 0  # summed on the device, read once at the end
+        base = total = 0
         with no_grad():
             for s in range(0, n, 64):
-                inputs, labels = self.mask(self.test_seqs[s:min(s + 64, n)], rng)
-                logits, target = self.model(inputs, labels)
-                hits += int((logits.data.argmax(-1) == target).sum())
-                base += int((target == self.most_frequent).sum())
-                total += int(target.shape[0])
+                host = self.mask_host(self.test_seqs[s:min(s + 64, n)], rng)
+                inputs, labels, positions = (to_device(a, self.device) for a in host)
+                logits, target = self.model(inputs, labels, positions)  # (M, V), (M,)
+                hits = hits + (logits.data.argmax(-1) == target).sum()
+                picked = host[1].reshape(-1)[host[2]]  # (M,) the targets, on the host
+                total += len(picked)
+                base += int((picked == self.most_frequent).sum())
         total = max(total, 1)
-        acc, uni = hits / total, base / total
+        acc, uni = float(hits) / total, base / total
         return {"masked_acc": acc, "unigram_acc": uni, "ratio_to_unigram": acc / max(uni, 1e-12)}
 

@@ -91,13 +91,13 @@ class SupervisedRecipe(BaseRecipe):
                                     rng=self.step_rng())
         return to_device(x, self.device), to_device(self.data.y_train[idx], self.device)
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> dict[str, Any]:
         self.model.train()
         x, y = self.batch()
         logits = self.model(x)  # (B, 10)
         loss = F.cross_entropy(logits, y)
         out = self.optimizer_step(loss, step)
-        out["acc"] = float((logits.data.argmax(-1) == y).mean())
+        out["acc"] = (logits.data.argmax(-1) == y).mean()  # a device scalar: read when logged
         return out
 
     def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
