@@ -1,5 +1,6 @@
 """Checkpoints (safetensors + a JSON sidecar, atomic, checksummed, no pickle) and weight
-import."""
+import: ``load_pretrained`` turns real DINOv2 / DINO / timm ViT / OpenAI-open_clip CLIP / HF BERT
+checkpoints into minitransformer models."""
 
 from .checkpoint import (
     MAX_CHECKPOINT_BYTES,
@@ -10,11 +11,21 @@ from .checkpoint import (
     save_model,
     sidecar_path,
 )
+from .convert_bert import convert_hf_bert_state_dict
+from .convert_clip import convert_openai_clip_state_dict
+from .load_pretrained import (
+    FAMILIES,
+    PretrainedLoadError,
+    detect_family,
+    load_pretrained,
+    read_state_dict,
+)
 from .state import flatten_state, unflatten_state
 from .torch_weights import convert_timm_vit_state_dict
 
 __all__ = [
-    "MAX_CHECKPOINT_BYTES", "CheckpointError", "convert_timm_vit_state_dict", "flatten_state",
-    "load_checkpoint", "load_model", "save_checkpoint", "save_model", "sidecar_path",
-    "unflatten_state",
+    "FAMILIES", "MAX_CHECKPOINT_BYTES", "CheckpointError", "PretrainedLoadError",
+    "convert_hf_bert_state_dict", "convert_openai_clip_state_dict", "convert_timm_vit_state_dict",
+    "detect_family", "flatten_state", "load_checkpoint", "load_model", "load_pretrained",
+    "read_state_dict", "save_checkpoint", "save_model", "sidecar_path", "unflatten_state",
 ]

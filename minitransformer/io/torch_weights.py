@@ -20,7 +20,38 @@ Our names are timm's (design §3), so the conversion is about orientation, not n
   and ``*.weight_v`` first. The head's MLP Linears are ordinary 2-D ``*.weight``;
 - DINOv2's ``mask_token`` (only used by iBOT training) is dropped unless the target has one,
   as timm's ``_convert_dinov2``; training checkpoints' ``module.`` / ``backbone.`` prefixes
-  are stripped, and DINOv2's chunked ``blocks.{chunk}.{i}.`` become ``blocks.{i}.``.
+  are stripped, and DINOv2's chunked ``blocks.{chunk}.{i}.`` become ``blocks.{i}.``;
+- registers: DINOv2's ``register_tokens`` (1, R, D) keep their name; timm's ``reg_token``
+  (1, R, D) is renamed ``register_tokens``. timm's register models are built with
+  ``no_embed_class=True`` (timm models/vision_transformer.py, ``_convert_dinov2`` and
+  ``_pos_embed``): their ``pos_embed`` (1, N, D) covers the patches only and the CLS token gets
+  no position. Ours always has a CLS row, so a ``pos_embed`` whose token count is a perfect
+  square N = g^2 (never the 1 + g^2 of a table with a CLS row) gets a zero CLS row prepended:
+  CLS + 0 is CLS, and resampling touches only the grid rows, so the forward is unchanged at
+  every resolution. timm's ``norm_pre`` (CLIP-style ``pre_norm``) keeps its name.
+
+Per key, torch layout -> ours:
+
+=================================  ==========================================================
+checkpoint key (shape)             ours (shape)
+=================================  ==========================================================
+``cls_token`` (1, 1, D)            ``cls_token`` unchanged
+``pos_embed`` (1, 1+N, D)          ``pos_embed`` unchanged; (1, N, D): zero CLS row prepended
+``register_tokens`` / ``reg_token``  ``register_tokens`` (1, R, D)
+``mask_token`` (1, D)              ``mask_token`` if the model has one, else dropped
+``patch_embed.proj.weight``        (D, C, p, p) -> (C*p*p, D); ``.bias`` (D) unchanged
+``norm_pre.*`` (D)                 ``norm_pre.*`` unchanged
+``blocks.{i}.norm{1,2}.*`` (D)     unchanged
+``blocks.{i}.attn.qkv.weight``     (3D, D) -> (D, 3D); ``.bias`` (3D) unchanged
+``blocks.{i}.attn.proj.weight``    (D, D) transposed; ``.bias`` unchanged
+``blocks.{i}.ls{1,2}.gamma`` (D)   unchanged
+``blocks.{i}.mlp.fc1.weight``      (hD, D) -> (D, hD); ``fc2.weight`` (D, hD) -> (hD, D)
+``norm.*`` (D)                     unchanged
+``head.weight`` (K, D)             (D, K) (a timm classifier); ``.bias`` unchanged
+``head.mlp.{j}.weight``            transposed (DINO head, training checkpoints)
+``head.last_layer.weight_v``       (K, bottleneck) -> (bottleneck, K)
+``head.last_layer.weight_g``       (K, 1) or (K,) -> (1, K)
+=================================  ==========================================================
 
 Not supported yet (raise with a message): DINOv2-g's SwiGLU (``mlp.w12`` / ``mlp.w3``).
 Keys we do not know pass through unchanged, so ``Module.load_state_dict(strict=True)`` names
@@ -30,6 +61,7 @@ which ``safetensors.numpy.load_file`` reads into the dict this function takes.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -84,6 +116,8 @@ def convert_timm_vit_state_dict(sd: dict[str, Any], target_keys: Iterable[str] |
                              "which minitransformer does not implement")
         if name == "mask_token" and name not in targets:
             continue
+        if name == "reg_token":  # timm's name for DINOv2's registers
+            name = "register_tokens"
         w = to_numpy(value.data if isinstance(value, Tensor) else value)
         if name == "patch_embed.proj.weight":
             if w.ndim != 4:
@@ -107,6 +141,12 @@ def convert_timm_vit_state_dict(sd: dict[str, Any], target_keys: Iterable[str] |
             raise ValueError(f"convert_timm_vit_state_dict: two keys map to {name!r} after "
                              "stripping prefixes")
         out[name] = np.array(w, order="C")  # a contiguous copy (keeps 0-d shapes)
+    pos = out.get("pos_embed")
+    if pos is not None and "cls_token" in out and pos.ndim == 3:
+        n = pos.shape[1]
+        if math.isqrt(n) ** 2 == n:  # timm no_embed_class: no CLS row; give CLS a zero one
+            zero = np.zeros((1, 1, pos.shape[2]), dtype=pos.dtype)
+            out["pos_embed"] = np.concatenate([zero, pos], axis=1)  # (1, N, D) -> (1, 1+N, D)
     for name, g in out.items():
         if name.endswith(".weight_g"):
             v = out.get(name[:-1] + "v")

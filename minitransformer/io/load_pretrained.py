@@ -1,0 +1,599 @@
+"""``load_pretrained``: real pretrained checkpoints (DINOv2, DINO, timm ViT, OpenAI / open_clip
+CLIP, HF BERT) as minitransformer models, with no PyTorch.
+
+    model = load_pretrained("dinov2_vits14_reg4.safetensors")  # family from the keys
+    model = load_pretrained("ViT-B-32/", family="open_clip", act="quick_gelu")
+    model = load_pretrained("bert-base-uncased/")     # model.safetensors + config.json
+
+Steps: read the source (safetensors, no pickle) -> detect the family from the keys -> infer the
+configuration from the shapes (and ``config.json``) -> build the model -> convert the keys
+(``torch_weights`` for ViTs, ``convert_clip``, ``convert_bert``: what each does to each key
+is a table in its docstring) -> load strictly: a checkpoint key with no place in the model, a
+parameter with no checkpoint key, or a shape that differs raises ``PretrainedLoadError``
+naming them. The short list of keys knowingly dropped is documented per converter:
+
+- ``mask_token`` (DINOv2) only when the model is built without one (``mask_token=False``);
+- ``attn_mask`` (open_clip's text causal mask buffer), after checking it is causal;
+- ``cls.seq_relationship.*`` (BERT's next-sentence head), ``embeddings.position_ids`` /
+  ``token_type_ids`` (index buffers, checked), ``cls.predictions.decoder.*`` (tied, checked).
+
+Per family (the layouts' source files: timm models/vision_transformer.py, facebookresearch/dino
+vision_transformer.py, facebookresearch/dinov2 dinov2/models/vision_transformer.py,
+mlfoundations/open_clip src/open_clip/transformer.py, HF transformers
+models/bert/modeling_bert.py):
+
+==============  =======================================  =====================================
+family          returns                                  position resampling at another size
+==============  =======================================  =====================================
+``timm-vit``    ``VisionTransformer`` (+ ``head``)       by size, bicubic, antialias (timm's
+                                                         ``resample_abs_pos_embed``,
+                                                         ``dynamic_img_size``)
+``dino``        ``VisionTransformer``; a training        by scale factor (g + 0.1) / g0,
+                checkpoint (``backbone.*`` +             bicubic, no antialias (DINO
+                ``head.*``): ``BackboneWithHead`` with   ``interpolate_pos_encoding``)
+                a ``DINOHead``
+``dinov2``      ``VisionTransformer`` (registers,        as DINO without registers; with
+                layer scale, ``mask_token``)             registers by size with antialias
+                                                         (hub ``*_reg``: offset 0, antialias)
+``open_clip``   ``CLIP`` (``encode_image``,              none (open_clip runs at its size)
+                ``encode_text``, ``logit_scale``)
+``hf-bert``     ``BERT`` (``forward_tokens``,            --
+                ``mlm_logits``, ``pooled``)
+==============  =======================================  =====================================
+
+Inferred from the shapes: patch size (the kernel), image size (the position grid times the
+patch), width, depth (block count), MLP ratio, qkv bias, layer scale, registers, a classifier
+(``head.weight``), CLIP's embedding width, context length and vocabulary, BERT's sizes. Not in
+the shapes: the head count (width / 64 in all these families, unless ``config.json`` or
+``num_heads=`` says otherwise), LayerNorm eps (1e-6 for the ViT families, 1e-5 for CLIP,
+``config.json``'s ``layer_norm_eps`` or 1e-12 for BERT) and, for CLIP, the activation, which
+must be given: ``act="quick_gelu"`` for OpenAI's weights, ``act="gelu"`` for most open_clip
+LAION models. Every configuration field can be overridden by keyword.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Tensor
+from ..models import (
+    BERT,
+    CLIP,
+    BackboneWithHead,
+    DINOHead,
+    TextConfig,
+    VisionTransformer,
+    ViTConfig,
+)
+from ..nn import Module
+from .convert_bert import convert_hf_bert_state_dict
+from .convert_clip import convert_openai_clip_state_dict
+from .keymap import Converted
+from .torch_weights import convert_timm_vit_state_dict
+
+__all__ = ["FAMILIES", "PretrainedLoadError", "detect_family", "load_pretrained",
+           "read_state_dict"]
+
+FAMILIES = ("timm-vit", "dino", "dinov2", "open_clip", "hf-bert")
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".tar")
+_WEIGHT_FILES = ("model.safetensors", "open_clip_model.safetensors")
+
+_CONVERT_SNIPPET = """\
+    import torch
+    from safetensors.torch import save_file
+    sd = torch.load("{name}", map_location="cpu", weights_only=True)
+    save_file({{k: v.contiguous() for k, v in sd.items()}}, "model.safetensors")
+(a DINO training checkpoint holds several dicts: take sd["teacher"]; a HF model folder:
+model.save_pretrained(folder) writes model.safetensors and config.json)"""
+
+_RESAMPLING = (
+    "DINO v1 resamples the position grid by scale factor with a 0.1 offset and no antialias; "
+    "timm resamples by size with antialias (dynamic_img_size); DINOv2 without registers as "
+    "DINO, with registers as timm"
+)
+
+
+class PretrainedLoadError(ValueError):
+    """A checkpoint that ``load_pretrained`` cannot read, recognise or load strictly."""
+
+
+# ---------------------------------------------------------------------------- reading
+def _torch_file_error(path: Path) -> PretrainedLoadError:
+    return PretrainedLoadError(
+        f"load_pretrained: {path} is a PyTorch pickle file ({path.suffix}); minitransformer "
+        "reads safetensors only (no pickle, no torch). Convert it once where torch is "
+        "installed:\n" + _CONVERT_SNIPPET.format(name=path.name))
+
+
+def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # bfloat16 has no NumPy dtype; a corrupt header
+        raise PretrainedLoadError(
+            f"load_pretrained: cannot read {path} as NumPy safetensors: {e} (bfloat16 weights: "
+            "save them as float32 first)") from e
+
+
+def read_state_dict(source: Any) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """The checkpoint's arrays (torch layout) and its ``config.json`` (or None).
+
+    ``source``: a ``.safetensors`` file; a folder holding ``model.safetensors`` (or
+    open_clip's ``open_clip_model.safetensors``, or the shards a
+    ``model.safetensors.index.json`` lists) and, for HF models, ``config.json``; or a dict of
+    arrays (NumPy, CuPy or Tensors; copied to NumPy). A ``.pth`` / ``.pt`` / ``.bin`` file (or a
+    folder holding only one) raises an error that shows how to convert it."""
+    if isinstance(source, dict):
+        out = {}
+        for k, v in source.items():
+            if not isinstance(k, str):
+                raise PretrainedLoadError(f"load_pretrained: state-dict keys must be str, got "
+                                          f"{k!r}")
+            out[k] = np.asarray(backend.to_numpy(v.data if isinstance(v, Tensor) else v))
+        return out, None
+    if not isinstance(source, (str, os.PathLike)):
+        raise PretrainedLoadError(
+            "load_pretrained: source must be a .safetensors path, a model folder or a dict of "
+            f"arrays, got {type(source).__name__}")
+    path = Path(source)
+    if not path.exists():
+        raise PretrainedLoadError(f"load_pretrained: {path} does not exist")
+    if path.is_file():
+        if path.suffix in _TORCH_SUFFIXES:
+            raise _torch_file_error(path)
+        if path.suffix != ".safetensors":
+            raise PretrainedLoadError(f"load_pretrained: {path} is not a .safetensors file")
+        return _load_safetensors(path), None
+    config = None
+    if (path / "config.json").is_file():
+        config = json.loads((path / "config.json").read_text())
+    for name in _WEIGHT_FILES:
+        if (path / name).is_file():
+            return _load_safetensors(path / name), config
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        sd: dict[str, np.ndarray] = {}
+        for shard in shards:
+            sd.update(_load_safetensors(path / shard))
+        return sd, config
+    torch_files = sorted(p for p in path.iterdir() if p.suffix in _TORCH_SUFFIXES)
+    if torch_files:
+        raise _torch_file_error(torch_files[0])
+    raise PretrainedLoadError(
+        f"load_pretrained: {path} holds none of {', '.join(_WEIGHT_FILES)} "
+        "(or model.safetensors.index.json)")
+
+
+# ---------------------------------------------------------------------------- families
+def _strip_module(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drop DDP's ``module.`` prefix (DINO's student)."""
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _candidates(keys: set[str]) -> tuple[set[str], str]:
+    """The families whose layout these keys fit, and what in the keys said so."""
+    if any(k.startswith(("bert.", "embeddings.word_embeddings", "cls.predictions.")) for k in keys):
+        return {"hf-bert"}, "HF BERT names (bert.embeddings.*, cls.predictions.*)"
+    if any(k.startswith("visual.") for k in keys) or {"token_embedding.weight",
+                                                       "text_projection"} <= keys:
+        return {"open_clip"}, "CLIP names (visual.*, token_embedding, text_projection)"
+    if any(k.startswith("backbone.") for k in keys) and any(k.startswith("head.") for k in keys):
+        return {"dino"}, "a DINO training checkpoint (backbone.* and head.*)"
+    if "patch_embed.proj.weight" not in keys and "backbone.patch_embed.proj.weight" not in keys:
+        return set(), "none of the known layouts"
+    keys = {k[len("backbone."):] if k.startswith("backbone.") else k for k in keys}
+    if "register_tokens" in keys or "mask_token" in keys:
+        return {"dinov2"}, "DINOv2 names (mask_token / register_tokens)"
+    timm_only = sorted(k for k in keys if k in ("reg_token", "head.weight", "norm_pre.weight",
+                                                 "fc_norm.weight"))
+    if timm_only:
+        return {"timm-vit"}, f"timm names ({', '.join(timm_only)})"
+    if any(k.endswith(".ls1.gamma") for k in keys):
+        return {"timm-vit", "dinov2"}, "a ViT with layer scale and no mask_token"
+    return {"timm-vit", "dino"}, "a ViT backbone without a head"
+
+
+def detect_family(keys: Any) -> str:
+    """The family of a state dict's keys (a checkpoint's, torch layout).
+
+    Raises ``PretrainedLoadError`` when the keys fit no family, or several that differ in
+    what the keys cannot show (a DINO v1 backbone and a headless timm ViT have the same keys
+    but resample positions differently), asking for ``family=``."""
+    keys = set(keys)
+    keys = set(_strip_module(dict.fromkeys(keys)))
+    fits, why = _candidates(keys)
+    if not fits:
+        some = ", ".join(sorted(keys)[:6])
+        raise PretrainedLoadError(
+            f"load_pretrained: the keys ({some}, ...) match none of the families {FAMILIES}")
+    if len(fits) > 1:
+        raise PretrainedLoadError(
+            f"load_pretrained: the keys are {why}, which fits {' and '.join(sorted(fits))} "
+            f"alike; the families differ in what the keys cannot show: {_RESAMPLING}. Pass "
+            f"family= one of {sorted(fits)}")
+    return fits.pop()
+
+
+# ---------------------------------------------------------------------------- configs
+def _config(cls: type, fields: dict[str, Any], overrides: dict[str, Any], where: str) -> Any:
+    """``cls(**fields, **overrides)``, with errors that name unknown override fields."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    bad = sorted(set(overrides) - names)
+    if bad:
+        raise PretrainedLoadError(
+            f"load_pretrained({where}): unknown override(s) {bad}; {cls.__name__} fields: "
+            f"{sorted(names)}")
+    missing_fields = {k: v for k, v in fields.items() if k not in names}
+    if missing_fields:
+        raise PretrainedLoadError(
+            f"load_pretrained({where}): this {cls.__name__} has no field(s) "
+            f"{sorted(missing_fields)}, needed for this checkpoint")
+    try:
+        return cls(**{**fields, **overrides})
+    except (TypeError, ValueError) as e:
+        raise PretrainedLoadError(f"load_pretrained({where}): {e}") from e
+
+
+def _heads(dim: int, where: str, overrides: dict[str, Any], key: str = "num_heads") -> int:
+    """Width / 64 (every family here uses 64-dim heads), unless overridden."""
+    if key in overrides:
+        return overrides.pop(key)
+    if dim % 64:
+        raise PretrainedLoadError(
+            f"load_pretrained({where}): the head count is not in the weights; these families "
+            f"use width / 64, but width {dim} is not a multiple of 64: pass {key}=")
+    return dim // 64
+
+
+def _depth(keys: Any, prefix: str) -> int:
+    pat = re.compile("^" + re.escape(prefix) + r"(\d+)\.")
+    idx = {int(m.group(1)) for k in keys if (m := pat.match(k))}
+    if not idx:
+        raise PretrainedLoadError(f"load_pretrained: no blocks ({prefix}<i>.*) in the checkpoint")
+    if idx != set(range(len(idx))):
+        raise PretrainedLoadError(
+            f"load_pretrained: block indices {sorted(idx)} under {prefix} are not 0..{len(idx)-1}")
+    return len(idx)
+
+
+def _get(sd: dict[str, np.ndarray], key: str, ndim: int, where: str) -> np.ndarray:
+    if key not in sd:
+        raise PretrainedLoadError(f"load_pretrained({where}): the checkpoint has no {key}")
+    w = sd[key]
+    if w.ndim != ndim:
+        raise PretrainedLoadError(
+            f"load_pretrained({where}): {key} should have {ndim} dims, got shape {w.shape}")
+    return w
+
+
+def _grid(tokens: int, with_cls: bool, key: str, where: str) -> int:
+    n = tokens - 1 if with_cls else tokens
+    g = math.isqrt(max(n, 0))
+    if g * g != n or g == 0:
+        raise PretrainedLoadError(
+            f"load_pretrained({where}): {key} holds {tokens} tokens, not "
+            f"{'1 + ' if with_cls else ''}a square grid")
+    return g
+
+
+# ---------------------------------------------------------------------------- ViT families
+def _vit_fields(sd: dict[str, np.ndarray], family: str, overrides: dict[str, Any]
+                ) -> dict[str, Any]:
+    """ViTConfig fields from a torch-layout ViT state dict (timm / DINO / DINOv2 names)."""
+    kernel = _get(sd, "patch_embed.proj.weight", 4, family)  # (D, C, p, p)
+    D, C, p = kernel.shape[0], kernel.shape[1], kernel.shape[2]
+    pos = _get(sd, "pos_embed", 3, family)  # (1, 1+N, D), or (1, N, D) in timm no_embed_class
+    n = pos.shape[1]
+    g = _grid(n, with_cls=math.isqrt(n) ** 2 != n, key="pos_embed", where=family)
+    depth = _depth(sd, "blocks.")
+    fc1 = _get(sd, "blocks.0.mlp.fc1.weight", 2, family) if "blocks.0.mlp.w12.weight" not in sd \
+        else None
+    if fc1 is None:
+        raise PretrainedLoadError(
+            f"load_pretrained({family}): blocks.0.mlp.w12.weight is DINOv2-g's SwiGLU MLP "
+            "(w12, w3), which minitransformer does not implement (unsupported)")
+    regs = sd.get("register_tokens", sd.get("reg_token"))
+    fields: dict[str, Any] = dict(
+        img_size=g * p, patch_size=p, in_chans=C, dim=D, depth=depth,
+        num_heads=_heads(D, family, overrides), mlp_ratio=fc1.shape[0] / D,
+        qkv_bias="blocks.0.attn.qkv.bias" in sd, eps=1e-6, act="gelu",
+        layer_scale=1.0 if "blocks.0.ls1.gamma" in sd else None,
+        patch_bias="patch_embed.proj.bias" in sd,
+        num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
+    )
+    if regs is not None:
+        fields["num_register_tokens"] = regs.shape[1]
+    if "norm_pre.weight" in sd:
+        fields["pre_norm"] = True
+    if family == "dinov2":
+        fields["mask_token"] = "mask_token" in sd
+    if family == "timm-vit" or (family == "dinov2" and regs is not None):
+        fields.update(interpolate_offset=0.0, interpolate_antialias=True)
+    else:  # DINO v1, DINOv2 without registers
+        fields.update(interpolate_offset=0.1, interpolate_antialias=False)
+    return fields
+
+
+def _convert_vit(sd: dict[str, np.ndarray], model: Module) -> Converted:
+    targets = list(model.state_dict())
+    arrays = convert_timm_vit_state_dict(sd, target_keys=targets, strip_prefixes=())
+    origin = {k: k for k in arrays}
+    if "reg_token" in sd:
+        origin["register_tokens"] = "reg_token"
+    dropped = {}
+    if "mask_token" in sd and "mask_token" not in arrays:
+        dropped["mask_token"] = "DINOv2's iBOT mask token; the model is built without one"
+    names = {"register_tokens": "register_tokens (or timm reg_token)"}
+    return Converted(arrays, origin, [], dropped, lambda k: names.get(k, k))
+
+
+def _build_vit(sd: dict[str, np.ndarray], family: str, overrides: dict[str, Any]
+               ) -> tuple[Module, Converted]:
+    cfg = _config(ViTConfig, _vit_fields(sd, family, overrides), overrides, family)
+    model = VisionTransformer(cfg)
+    return model, _convert_vit(sd, model)
+
+
+def _dino_head(head: dict[str, np.ndarray]) -> tuple[DINOHead, int]:
+    """A ``DINOHead`` shaped as a DINO checkpoint's ``head.*`` (facebookresearch/dino
+    vision_transformer.py, DINOHead: ``mlp.{0,2,4}`` Linears, BN between with ``use_bn``,
+    ``last_layer.weight_{g,v}``)."""
+    if "mlp.weight" in head:  # nlayers == 1: mlp is one Linear
+        linears = [head["mlp.weight"]]
+        use_bn = False
+    else:
+        idx = sorted(int(k.split(".")[1]) for k in head
+                     if re.match(r"^mlp\.\d+\.weight$", k) and head[k].ndim == 2)
+        linears = [head[f"mlp.{j}.weight"] for j in idx]
+        use_bn = any(k.endswith("running_mean") for k in head)
+    v = head.get("last_layer.weight_v", head.get("last_layer.parametrizations.weight.original1"))
+    if not linears or v is None:
+        raise PretrainedLoadError(
+            "load_pretrained(dino): head.* should hold DINO's head (mlp.*.weight and "
+            "last_layer.weight_v); got " + ", ".join(sorted(head)[:8]))
+    in_dim = linears[0].shape[1]  # torch (out, in)
+    hidden = linears[0].shape[0] if len(linears) > 1 else 2048
+    module = DINOHead(in_dim, v.shape[0], hidden_dim=hidden, bottleneck_dim=linears[-1].shape[0],
+                      nlayers=len(linears), use_bn=use_bn)
+    return module, in_dim
+
+
+def _build_dino_training(sd: dict[str, np.ndarray], overrides: dict[str, Any]
+                         ) -> tuple[Module, Converted]:
+    bb = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    hd = {k[len("head."):]: v for k, v in sd.items() if k.startswith("head.")}
+    others = [k for k in sd if not k.startswith(("backbone.", "head."))]
+    backbone, conv = _build_vit(bb, "dino", overrides)
+    head, in_dim = _dino_head(hd)
+    if in_dim != backbone.cfg.dim:
+        raise PretrainedLoadError(
+            f"load_pretrained(dino): head.mlp's input width {in_dim} differs from the "
+            f"backbone width {backbone.cfg.dim}")
+    model = BackboneWithHead(backbone, head)
+    head_arrays = convert_timm_vit_state_dict(hd, strip_prefixes=())
+    arrays = {"backbone." + k: v for k, v in conv.arrays.items()}
+    arrays.update({"head." + k: v for k, v in head_arrays.items()})
+    origin = {"backbone." + k: "backbone." + v for k, v in conv.origin.items()}
+    origin.update({"head." + k: "head." + k for k in head_arrays})
+    dropped = {"backbone." + k: why for k, why in conv.dropped.items()}
+    return model, Converted(arrays, origin, others, dropped, lambda k: k)
+
+
+# ---------------------------------------------------------------------------- CLIP
+def _build_clip(sd: dict[str, np.ndarray], overrides: dict[str, Any]
+                ) -> tuple[Module, Converted]:
+    where = "open_clip"
+    if "act" not in overrides:
+        raise PretrainedLoadError(
+            "load_pretrained(open_clip): the MLP activation is not in the weights; pass "
+            "act='quick_gelu' for OpenAI's CLIP weights (and open_clip's *-quickgelu models) "
+            "or act='gelu' for most open_clip LAION models")
+    if any(k.startswith("visual.trunk.") for k in sd):
+        raise PretrainedLoadError(
+            "load_pretrained(open_clip): visual.trunk.* is a timm image tower inside open_clip, "
+            "which is not supported (only the OpenAI layout: visual.conv1, "
+            "visual.transformer.resblocks.*)")
+    shared = {k: overrides.pop(k) for k in list(overrides)
+              if not k.startswith(("vision_", "text_"))}
+    vis_over = {k[len("vision_"):]: overrides.pop(k) for k in list(overrides)
+                if k.startswith("vision_")}
+    txt_over = {k[len("text_"):]: overrides.pop(k) for k in list(overrides)}
+    vfields_names = {f.name for f in dataclasses.fields(ViTConfig)}
+    tfields_names = {f.name for f in dataclasses.fields(TextConfig)}
+    unknown = sorted(k for k in shared if k not in vfields_names | tfields_names
+                     and k != "embed_dim")
+    if unknown:
+        raise PretrainedLoadError(
+            f"load_pretrained(open_clip): unknown override(s) {unknown}; fields of ViTConfig "
+            "or TextConfig apply to both towers, vision_<field> / text_<field> to one")
+    embed_dim = shared.pop("embed_dim", None)
+    for k, v in shared.items():
+        if k in vfields_names:
+            vis_over.setdefault(k, v)
+        if k in tfields_names:
+            txt_over.setdefault(k, v)
+
+    kernel = _get(sd, "visual.conv1.weight", 4, where)  # (W, C, p, p)
+    W, C, p = kernel.shape[0], kernel.shape[1], kernel.shape[2]
+    vpos = _get(sd, "visual.positional_embedding", 2, where)  # (1+N, W)
+    g = _grid(vpos.shape[0], True, "visual.positional_embedding", where)
+    vfc = _get(sd, "visual.transformer.resblocks.0.mlp.c_fc.weight", 2, where)
+    vfields = dict(
+        img_size=g * p, patch_size=p, in_chans=C, dim=W,
+        depth=_depth(sd, "visual.transformer.resblocks."),
+        num_heads=_heads(W, where, vis_over), mlp_ratio=vfc.shape[0] / W,
+        qkv_bias="visual.transformer.resblocks.0.attn.in_proj_bias" in sd, eps=1e-5,
+        patch_bias="visual.conv1.bias" in sd,
+        layer_scale=1.0 if "visual.transformer.resblocks.0.ls_1.gamma" in sd else None,
+    )
+    if "visual.ln_pre.weight" in sd:
+        vfields["pre_norm"] = True
+    tok = _get(sd, "token_embedding.weight", 2, where)  # (V, Wt)
+    tpos = _get(sd, "positional_embedding", 2, where)  # (T, Wt)
+    Wt = tok.shape[1]
+    tfc = _get(sd, "transformer.resblocks.0.mlp.c_fc.weight", 2, where)
+    tfields = dict(
+        vocab_size=tok.shape[0], context_length=tpos.shape[0], dim=Wt,
+        depth=_depth(sd, "transformer.resblocks."), num_heads=_heads(Wt, where, txt_over),
+        mlp_ratio=tfc.shape[0] / Wt, causal=True, pool="eot",
+        qkv_bias="transformer.resblocks.0.attn.in_proj_bias" in sd, eps=1e-5,
+        layer_scale=1.0 if "transformer.resblocks.0.ls_1.gamma" in sd else None,
+    )
+    vcfg = _config(ViTConfig, vfields, vis_over, where)
+    tcfg = _config(TextConfig, tfields, txt_over, where)
+    if embed_dim is None:
+        embed_dim = _get(sd, "visual.proj", 2, where).shape[1]  # (W, E)
+    try:
+        model = CLIP(vcfg, tcfg, embed_dim)
+    except ValueError as e:
+        raise PretrainedLoadError(f"load_pretrained(open_clip): {e}") from e
+    return model, convert_openai_clip_state_dict(sd)
+
+
+# ---------------------------------------------------------------------------- BERT
+_HF_ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+            "relu": "relu", "quick_gelu": "quick_gelu"}
+
+
+def _build_bert(sd: dict[str, np.ndarray], config: dict[str, Any] | None,
+                overrides: dict[str, Any]) -> tuple[Module, Converted]:
+    where = "hf-bert"
+    conv = convert_hf_bert_state_dict(sd)
+    a = conv.arrays
+    cfg_json = dict(config or {})
+    if cfg_json.get("position_embedding_type", "absolute") != "absolute":
+        raise PretrainedLoadError(
+            f"load_pretrained(hf-bert): position_embedding_type="
+            f"{cfg_json['position_embedding_type']!r} is not supported (only 'absolute')")
+    words = a.get("encoder.token_embed.weight")
+    if words is None:
+        raise PretrainedLoadError("load_pretrained(hf-bert): the checkpoint has no "
+                                  "bert.embeddings.word_embeddings.weight")
+    V, D = words.shape
+    P = _get(a, "encoder.pos_embed", 3, where).shape[1]
+    types = a.get("encoder.type_embed.weight")
+    fc1 = _get(a, "encoder.blocks.0.mlp.fc1.weight", 2, where)  # ours (D, I)
+    depth = _depth(a, "encoder.blocks.")
+    shapes = {"vocab_size": V, "hidden_size": D, "max_position_embeddings": P,
+              "num_hidden_layers": depth, "intermediate_size": fc1.shape[1],
+              "type_vocab_size": 0 if types is None else types.shape[0]}
+    clash = [f"{k}={cfg_json[k]} (weights: {v})" for k, v in shapes.items()
+             if k in cfg_json and cfg_json[k] != v]
+    if clash:
+        raise PretrainedLoadError(
+            "load_pretrained(hf-bert): config.json disagrees with the weights: " + "; ".join(clash))
+    if "num_heads" not in overrides and "num_attention_heads" in cfg_json:
+        overrides["num_heads"] = cfg_json["num_attention_heads"]
+    hidden_act = cfg_json.get("hidden_act", "gelu")
+    if "act" not in overrides and hidden_act not in _HF_ACTS:
+        raise PretrainedLoadError(
+            f"load_pretrained(hf-bert): hidden_act={hidden_act!r} is not supported; known: "
+            f"{sorted(_HF_ACTS)}")
+    pooler = overrides.pop("pooler", "pooler.weight" in a)
+    fields = dict(
+        vocab_size=V, context_length=P, dim=D, depth=depth, num_heads=_heads(D, where, overrides),
+        mlp_ratio=fc1.shape[1] / D, causal=False, pool="cls",
+        qkv_bias="encoder.blocks.0.attn.qkv.bias" in a, norm_first=False,
+        eps=cfg_json.get("layer_norm_eps", 1e-12), act=_HF_ACTS.get(hidden_act, "gelu"),
+        type_vocab_size=shapes["type_vocab_size"], embed_norm=True, final_norm=False,
+    )
+    cfg = _config(TextConfig, fields, overrides, where)
+    return BERT(cfg, pooler=bool(pooler)), conv
+
+
+# ---------------------------------------------------------------------------- loading
+def _strict_load(model: Module, conv: Converted, family: str) -> None:
+    """Load ``conv.arrays`` into ``model``: every key used, every parameter set, every shape
+    equal, else one error that names them all (checkpoint names where they differ)."""
+    targets = model.state_dict()
+    left = list(conv.unknown) + [conv.origin.get(k, k) for k in conv.arrays if k not in targets]
+    missing = [k for k in targets if k not in conv.arrays]
+    shapes = [
+        f"{conv.origin.get(k, k)} -> {k}: checkpoint {tuple(w.shape)} (in our layout) vs model "
+        f"{tuple(targets[k].shape)}"
+        for k, w in conv.arrays.items() if k in targets and w.shape != targets[k].shape
+    ]
+    if left or missing or shapes:
+        lines = [f"load_pretrained({family}): the checkpoint does not fit the model strictly:"]
+        if left:
+            lines.append(f"  keys left over, no place in the model ({len(left)}): "
+                         + ", ".join(left))
+        if missing:
+            named = []
+            for k in missing:
+                src = conv.source_of(k)
+                named.append(k if src in (None, k) else f"{k} (checkpoint key {src})")
+            lines.append(f"  keys missing from the checkpoint ({len(missing)}): "
+                         + ", ".join(named))
+        if shapes:
+            lines.append(f"  shape mismatches ({len(shapes)}): " + "; ".join(shapes)
+                         + " (an override such as num_heads= / mlp_ratio= may not fit)")
+        raise PretrainedLoadError("\n".join(lines))
+    model.load_state_dict(conv.arrays, strict=True)
+
+
+def load_pretrained(source: Any, family: str | None = None, *, dtype: Any = None,
+                    device: Any = None, **overrides: Any) -> Module:
+    """A pretrained checkpoint as a ready model (eval mode), loaded strictly.
+
+    Args:
+        source: a ``.safetensors`` file, a model folder (``model.safetensors`` or
+            ``open_clip_model.safetensors``, plus ``config.json`` for HF models), or a dict of
+            arrays in the checkpoint's own torch layout. ``.pth`` / ``.bin`` files are refused
+            with the snippet that converts them.
+        family: ``"timm-vit"``, ``"dino"``, ``"dinov2"``, ``"open_clip"`` or ``"hf-bert"``;
+            detected from the keys when None (an error asks for it when the keys fit two).
+        dtype: the parameters' dtype; default the library default (``mt.set_default_dtype``).
+        device: where the model goes ("cpu", "cuda"); default the default device.
+        **overrides: any field of the configuration (``ViTConfig`` / ``TextConfig``), e.g.
+            ``num_heads=6``; for CLIP ``act=`` is required, an unprefixed field applies to
+            both towers and ``vision_<field>`` / ``text_<field>`` to one. For BERT,
+            ``pooler=False`` builds it without the pooler.
+
+    Returns a ``VisionTransformer``, a ``BackboneWithHead`` (DINO training checkpoint), a
+    ``CLIP`` or a ``BERT`` (see the module docstring), in eval mode.
+    """
+    sd, config = read_state_dict(source)
+    sd = _strip_module(sd)
+    fits, why = _candidates(set(sd))
+    if family is None:
+        family = detect_family(sd.keys())
+    elif family not in FAMILIES:
+        raise PretrainedLoadError(
+            f"load_pretrained: unknown family {family!r}; expected one of {FAMILIES}")
+    elif family not in fits:
+        hint = f" (they fit {', '.join(sorted(fits))})" if fits else ""
+        raise PretrainedLoadError(
+            f"load_pretrained: family={family!r} does not match the checkpoint: its keys are "
+            f"{why}{hint}")
+    overrides = dict(overrides)
+    if family == "open_clip":
+        model, conv = _build_clip(sd, overrides)
+    elif family == "hf-bert":
+        model, conv = _build_bert(sd, config, overrides)
+    elif family == "dino" and any(k.startswith("head.") for k in sd):
+        model, conv = _build_dino_training(sd, overrides)
+    else:
+        if family in ("dino", "dinov2") and any(k.startswith("backbone.") for k in sd):
+            sd = {k[len("backbone."):] if k.startswith("backbone.") else k: v
+                  for k, v in sd.items()}
+        model, conv = _build_vit(sd, family, overrides)
+    model.to(dtype=dtype or backend.get_default_dtype())
+    _strict_load(model, conv, family)
+    model.dropped_keys = dict(conv.dropped)  # what was knowingly left out, and why
+    if device is not None:
+        model.to(device=device)
+    return model.eval()

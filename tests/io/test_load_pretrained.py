@@ -1,0 +1,361 @@
+"""``load_pretrained``: synthetic torch-layout checkpoints against plain-NumPy forwards of
+those layouts (tests/io/torch_layout.py), the error paths, and the knowingly dropped keys.
+The real libraries' own outputs are tested in test_interop_fixtures.py."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from minitransformer.io import PretrainedLoadError, detect_family, load_pretrained
+from minitransformer.io.convert_bert import convert_hf_bert_state_dict
+from minitransformer.io.convert_clip import CLIP_KEYMAP, convert_openai_clip_state_dict
+from minitransformer.models import (
+    BERT,
+    CLIP,
+    BackboneWithHead,
+    DINOHead,
+    VisionTransformer,
+    ViTConfig,
+)
+from tests.io import torch_layout as tl
+
+F64 = dict(dtype=np.float64)
+TOL = dict(rtol=0, atol=1e-10)
+
+
+def _close(got, want):
+    got = got.numpy() if hasattr(got, "numpy") else np.asarray(got)
+    np.testing.assert_allclose(got, want, **TOL)
+
+
+# ---------------------------------------------------------------------------- ViT families
+def test_timm_vit_with_head_matches_the_numpy_forward(rng):
+    sd = tl.vit_state_dict(rng, heads_classes=5)
+    assert detect_family(sd) == "timm-vit"
+    model = load_pretrained(sd, num_heads=2, **F64)
+    assert isinstance(model, VisionTransformer) and model.cfg.num_classes == 5
+    assert (model.cfg.patch_size, model.cfg.img_size, model.cfg.depth) == (4, 12, 2)
+    assert model.cfg.mlp_ratio == 2.0 and model.cfg.interpolate_antialias
+    img = rng.standard_normal((2, 3, 12, 12))
+    cls, _, patches, probs = tl.vit_forward(sd, img, heads=2)
+    out = model.forward_features(img)
+    _close(out["x_norm_clstoken"], cls)
+    _close(out["x_norm_patchtokens"], patches)
+    _close(model(img), cls @ sd["head.weight"].T + sd["head.bias"])
+    _close(model.get_last_selfattention(img), probs)
+    assert not model.training
+
+
+def test_timm_register_model_without_cls_position(rng):
+    # timm's DINOv2-with-registers layout: reg_token, pos_embed over the patches only
+    sd = tl.vit_state_dict(rng, registers=4, reg_name="reg_token", no_embed_class=True,
+                           layer_scale=True)
+    model = load_pretrained(sd, num_heads=2, **F64)
+    assert model.cfg.num_register_tokens == 4
+    np.testing.assert_array_equal(model.pos_embed.numpy()[0, 0], 0.0)  # CLS gets no position
+    img = rng.standard_normal((2, 3, 12, 12))
+    cls, regs, patches, _ = tl.vit_forward(sd, img, heads=2, reg_name="reg_token")
+    out = model.forward_features(img)
+    _close(out["x_norm_clstoken"], cls)
+    _close(out["x_norm_regtokens"], regs)
+    _close(out["x_norm_patchtokens"], patches)
+
+
+@pytest.mark.parametrize("registers", [0, 4])
+def test_dinov2_layer_scale_registers_and_mask_token(rng, registers):
+    sd = tl.vit_state_dict(rng, layer_scale=True, registers=registers, mask_token=True)
+    assert detect_family(sd) == "dinov2"
+    model = load_pretrained(sd, num_heads=2, **F64)
+    assert model.cfg.mask_token and model.cfg.num_register_tokens == registers
+    # DINOv2's hub: by scale factor with the 0.1 offset; *_reg: by size with antialias
+    assert model.cfg.interpolate_offset == (0.0 if registers else 0.1)
+    assert model.cfg.interpolate_antialias == bool(registers)
+    np.testing.assert_array_equal(model.mask_token.numpy(), sd["mask_token"])
+    img = rng.standard_normal((2, 3, 12, 12))
+    cls, regs, patches, _ = tl.vit_forward(sd, img, heads=2)
+    out = model.forward_features(img)
+    _close(out["x_norm_clstoken"], cls)
+    _close(out["x_norm_patchtokens"], patches)
+    if registers:
+        _close(out["x_norm_regtokens"], regs)
+    assert model.dropped_keys == {}
+
+
+def test_dinov2_mask_token_is_dropped_only_when_the_model_has_none(rng):
+    sd = tl.vit_state_dict(rng, layer_scale=True, mask_token=True)
+    model = load_pretrained(sd, num_heads=2, mask_token=False, **F64)
+    assert not hasattr(model, "mask_token")
+    assert list(model.dropped_keys) == ["mask_token"]
+
+
+def test_dino_training_checkpoint_gives_backbone_with_dino_head(rng):
+    bb = tl.vit_state_dict(rng)
+    head = tl.dino_head_state_dict(rng, D=16)
+    sd = {**{"backbone." + k: v for k, v in bb.items()},
+          **{"head." + k: v for k, v in head.items()}}
+    assert detect_family(sd) == "dino"
+    for source in (sd, {"module." + k: v for k, v in sd.items()}):  # the student's DDP prefix
+        model = load_pretrained(source, num_heads=2, **F64)
+        assert isinstance(model, BackboneWithHead) and isinstance(model.head, DINOHead)
+        assert model.backbone.cfg.interpolate_offset == 0.1
+        assert not model.backbone.cfg.interpolate_antialias
+        img = rng.standard_normal((2, 3, 12, 12))
+        cls, _, _, probs = tl.vit_forward(bb, img, heads=2)
+        _close(model.backbone(img), cls)
+        _close(model(img), tl.dino_head_forward(head, cls))
+        _close(model.backbone.get_last_selfattention(img), probs)
+
+
+def test_backbone_with_head_is_head_of_backbone(rng):
+    vit = VisionTransformer(ViTConfig.preset("vit-nano"))
+    head = DINOHead(32, 10, hidden_dim=8, bottleneck_dim=4)
+    model = BackboneWithHead(vit, head)
+    img = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(model(img).numpy(), head(vit(img)).numpy())
+    assert {k.split(".")[0] for k in model.state_dict()} == {"backbone", "head"}
+
+
+def test_headless_vit_is_ambiguous_between_dino_and_timm(rng):
+    sd = tl.vit_state_dict(rng)
+    with pytest.raises(PretrainedLoadError, match="dino and timm-vit") as e:
+        load_pretrained(sd, num_heads=2)
+    assert "0.1 offset" in str(e.value) and "family=" in str(e.value)
+    dino = load_pretrained(sd, family="dino", num_heads=2, **F64)
+    timm = load_pretrained(sd, family="timm-vit", num_heads=2, **F64)
+    assert (dino.cfg.interpolate_offset, timm.cfg.interpolate_offset) == (0.1, 0.0)
+    img = rng.standard_normal((1, 3, 12, 12))
+    np.testing.assert_array_equal(dino(img).numpy(), timm(img).numpy())  # same at native size
+
+
+def test_default_head_count_is_width_over_64(rng):
+    sd = tl.vit_state_dict(rng, D=128, depth=1, heads_classes=3)
+    assert load_pretrained(sd).cfg.num_heads == 2
+    assert load_pretrained(sd, num_heads=4).cfg.num_heads == 4
+    with pytest.raises(PretrainedLoadError, match="width 16 is not a multiple of 64.*num_heads="):
+        load_pretrained(tl.vit_state_dict(rng, heads_classes=3))
+
+
+def test_default_dtype_is_the_library_default(rng):
+    model = load_pretrained(tl.vit_state_dict(rng, heads_classes=3), num_heads=2)
+    assert model.pos_embed.dtype == np.float32
+
+
+# ---------------------------------------------------------------------------- CLIP
+def test_open_clip_requires_act_and_matches_the_numpy_towers(rng):
+    sd = tl.clip_state_dict(rng)
+    assert detect_family(sd) == "open_clip"
+    with pytest.raises(PretrainedLoadError, match="act='quick_gelu' for OpenAI"):
+        load_pretrained(sd, num_heads=2)
+    model = load_pretrained(sd, act="quick_gelu", num_heads=2, **F64)
+    assert isinstance(model, CLIP) and model.visual.cfg.pre_norm
+    assert not model.visual.cfg.patch_bias and model.text.cfg.causal
+    img = rng.standard_normal((2, 3, 8, 8))
+    ids = np.array([[1, 5, 19, 0, 0, 0, 0], [2, 3, 4, 5, 19, 0, 0]])
+    _close(model.encode_image(img), tl.clip_encode_image(sd, img, heads=2))
+    _close(model.encode_text(ids), tl.clip_encode_text(sd, ids, heads=2))
+    _close(model.logit_scale, sd["logit_scale"])
+    gelu = load_pretrained(sd, act="gelu", num_heads=2, **F64)  # a LAION-style tower
+    _close(gelu.encode_text(ids), tl.clip_encode_text(sd, ids, heads=2, act=tl.gelu))
+
+
+def test_open_clip_tower_specific_overrides(rng):
+    sd = tl.clip_state_dict(rng, W=16, Wt=32)
+    model = load_pretrained(sd, act="quick_gelu", vision_num_heads=2, text_num_heads=4)
+    assert (model.visual.cfg.num_heads, model.text.cfg.num_heads) == (2, 4)
+    with pytest.raises(PretrainedLoadError, match="unknown override"):
+        load_pretrained(sd, act="quick_gelu", num_heads=2, num_hedas=3)
+
+
+def test_open_clip_causal_attn_mask_is_checked_and_dropped(rng):
+    sd = tl.clip_state_dict(rng)
+    mask = np.triu(np.full((7, 7), -np.inf), k=1)  # open_clip build_causal_mask
+    model = load_pretrained({**sd, "attn_mask": mask}, act="quick_gelu", num_heads=2)
+    assert list(model.dropped_keys) == ["attn_mask"]
+    bad = mask.copy()
+    bad[0, 1] = 0.0
+    with pytest.raises(ValueError, match="attn_mask is not the causal mask"):
+        load_pretrained({**sd, "attn_mask": bad}, act="quick_gelu", num_heads=2)
+
+
+def test_clip_keymap_round_trips_names():
+    for src, ours, _ in CLIP_KEYMAP.table():
+        for i in ("0", "11"):
+            s, o = src.replace("{i}", i), ours.replace("{i}", i)
+            assert CLIP_KEYMAP.target(s)[0] == o and CLIP_KEYMAP.source(o) == s
+
+
+def test_clip_converter_orientation(rng):
+    sd = tl.clip_state_dict(rng)
+    out = convert_openai_clip_state_dict(sd).arrays
+    w = sd["visual.transformer.resblocks.1.attn.in_proj_weight"]
+    np.testing.assert_array_equal(out["visual.blocks.1.attn.qkv.weight"], w.T)
+    np.testing.assert_array_equal(out["text_proj"], sd["text_projection"])  # applied x @ P
+    assert out["visual.cls_token"].shape == (1, 1, 16)
+    assert out["text.pos_embed"].shape == (1, 7, 16)
+
+
+# ---------------------------------------------------------------------------- BERT
+def _bert_inputs(rng):
+    ids = rng.integers(0, 30, (2, 9))
+    mask = np.ones((2, 9), bool)
+    mask[1, 6:] = False  # padding at the end of row 1
+    types = np.zeros((2, 9), np.int64)
+    types[:, 5:] = 1
+    return ids, mask, types
+
+
+def test_hf_bert_folder_with_config_json(rng, tmp_path):
+    sd = tl.bert_state_dict(rng)
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "architectures": ["BertForPreTraining"], "hidden_size": 16, "num_attention_heads": 4,
+        "num_hidden_layers": 2, "intermediate_size": 24, "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12, "max_position_embeddings": 12, "type_vocab_size": 2,
+        "vocab_size": 30}))
+    model = load_pretrained(tmp_path, **F64)
+    assert isinstance(model, BERT) and model.cfg.num_heads == 4  # from config.json
+    ids, mask, types = _bert_inputs(rng)
+    x, pooled, logits = tl.bert_forward(sd, ids, heads=4, mask=mask, types=types)
+    _close(model.forward_tokens(ids, attention_mask=mask, token_type_ids=types), x)
+    _close(model.pooled(ids, attention_mask=mask, token_type_ids=types), pooled)
+    _close(model.mlm_logits(ids, attention_mask=mask, token_type_ids=types), logits)
+    assert sorted(model.dropped_keys) == ["cls.seq_relationship.bias",
+                                          "cls.seq_relationship.weight"]
+
+
+def test_hf_bert_config_json_that_disagrees_with_the_weights(rng, tmp_path):
+    save_file(tl.bert_state_dict(rng), str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 32}))
+    with pytest.raises(PretrainedLoadError, match=r"hidden_size=32 \(weights: 16\)"):
+        load_pretrained(tmp_path)
+
+
+def test_hf_bert_buffers_and_tied_decoder_are_checked_and_dropped(rng):
+    sd = tl.bert_state_dict(rng)
+    extra = {"bert.embeddings.position_ids": np.arange(12)[None],
+             "cls.predictions.decoder.weight": sd["bert.embeddings.word_embeddings.weight"],
+             "cls.predictions.decoder.bias": sd["cls.predictions.bias"]}
+    model = load_pretrained({**sd, **extra}, num_heads=2, **F64)
+    assert set(extra) | {"cls.seq_relationship.weight", "cls.seq_relationship.bias"} == set(
+        model.dropped_keys)
+    ids, mask, types = _bert_inputs(rng)
+    _close(model.mlm_logits(ids, mask, types), tl.bert_forward(sd, ids, 2, mask, types)[2])
+    untied = dict(extra, **{"cls.predictions.decoder.weight": extra[
+        "cls.predictions.decoder.weight"] + 1})
+    with pytest.raises(ValueError, match="untied decoder is not supported"):
+        load_pretrained({**sd, **untied}, num_heads=2)
+    with pytest.raises(ValueError, match="position_ids should be the index buffer"):
+        load_pretrained({**sd, "bert.embeddings.position_ids": np.arange(12)[None] + 1},
+                        num_heads=2)
+
+
+def test_bert_qkv_columns_are_q_then_k_then_v(rng):
+    sd = tl.bert_state_dict(rng)
+    out = convert_hf_bert_state_dict(sd).arrays
+    w = out["encoder.blocks.1.attn.qkv.weight"]  # (D, 3D)
+    for j, n in enumerate(("query", "key", "value")):
+        np.testing.assert_array_equal(w[:, 16 * j:16 * (j + 1)],
+                                      sd[f"bert.encoder.layer.1.attention.self.{n}.weight"].T)
+
+
+# ---------------------------------------------------------------------------- errors
+def test_leftover_key_is_named(rng):
+    sd = tl.vit_state_dict(rng, heads_classes=3)
+    sd["blocks.0.attn.q_norm.weight"] = np.ones(8)
+    with pytest.raises(PretrainedLoadError, match=r"left over.*blocks\.0\.attn\.q_norm\.weight"):
+        load_pretrained(sd, num_heads=2)
+    clip = tl.clip_state_dict(rng)
+    clip["logit_bias"] = np.zeros(())
+    with pytest.raises(PretrainedLoadError, match="left over.*logit_bias"):
+        load_pretrained(clip, act="gelu", num_heads=2)
+
+
+def test_missing_key_is_named_with_its_checkpoint_name(rng):
+    sd = tl.clip_state_dict(rng)
+    del sd["transformer.resblocks.1.ln_2.bias"]
+    with pytest.raises(PretrainedLoadError, match=r"missing.*text\.blocks\.1\.norm2\.bias "
+                                                  r"\(checkpoint key transformer\.resblocks\.1"
+                                                  r"\.ln_2\.bias\)"):
+        load_pretrained(sd, act="gelu", num_heads=2)
+    bert = tl.bert_state_dict(rng)
+    del bert["bert.encoder.layer.0.attention.self.key.bias"]
+    with pytest.raises(ValueError, match="layer 0 has no attention.self.key.bias"):
+        load_pretrained(bert, num_heads=2)
+
+
+def test_mismatched_shapes_name_the_key_and_both_shapes(rng):
+    sd = tl.vit_state_dict(rng, heads_classes=3)
+    with pytest.raises(PretrainedLoadError, match=r"blocks\.0\.mlp\.fc1\.weight: checkpoint "
+                                                  r"\(16, 32\).*vs model \(16, 48\)"):
+        load_pretrained(sd, num_heads=2, mlp_ratio=3.0)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".bin", ".pt"])
+def test_torch_pickle_files_are_refused_with_the_conversion_snippet(tmp_path, suffix):
+    path = tmp_path / ("model" + suffix)
+    path.write_bytes(b"not read")
+    with pytest.raises(PretrainedLoadError, match="safetensors.torch import save_file") as e:
+        load_pretrained(path)
+    assert f'torch.load("model{suffix}"' in str(e.value)
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / ("pytorch_model" + suffix)).write_bytes(b"not read")
+    with pytest.raises(PretrainedLoadError, match="PyTorch pickle"):
+        load_pretrained(folder)
+
+
+def test_dinov2_g_swiglu_is_named_unsupported(rng):
+    sd = tl.vit_state_dict(rng, layer_scale=True, mask_token=True)
+    for i in range(2):
+        sd[f"blocks.{i}.mlp.w12.weight"] = sd.pop(f"blocks.{i}.mlp.fc1.weight")
+    with pytest.raises(PretrainedLoadError, match="w12.*SwiGLU.*unsupported"):
+        load_pretrained(sd, num_heads=2)
+
+
+def test_wrong_family_is_refused(rng):
+    with pytest.raises(PretrainedLoadError, match="family='hf-bert' does not match.*DINOv2"):
+        load_pretrained(tl.vit_state_dict(rng, mask_token=True), family="hf-bert")
+    with pytest.raises(PretrainedLoadError, match="family='dino' does not match.*CLIP"):
+        load_pretrained(tl.clip_state_dict(rng), family="dino")
+    with pytest.raises(PretrainedLoadError, match="unknown family 'vit'"):
+        load_pretrained(tl.clip_state_dict(rng), family="vit")
+    with pytest.raises(PretrainedLoadError, match="match none of the families"):
+        load_pretrained({"foo.weight": np.ones(2)})
+
+
+def test_unknown_override_is_named(rng):
+    with pytest.raises(PretrainedLoadError, match=r"unknown override\(s\) \['depht'\]"):
+        load_pretrained(tl.vit_state_dict(rng, heads_classes=2), num_heads=2, depht=3)
+
+
+def test_safetensors_file_and_open_clip_file_name(rng, tmp_path):
+    sd = tl.vit_state_dict(rng, heads_classes=3)
+    save_file(sd, str(tmp_path / "vit.safetensors"))
+    img = rng.standard_normal((1, 3, 12, 12))
+    a = load_pretrained(tmp_path / "vit.safetensors", num_heads=2, **F64)
+    b = load_pretrained(sd, num_heads=2, **F64)
+    np.testing.assert_array_equal(a(img).numpy(), b(img).numpy())
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    save_file(tl.clip_state_dict(rng), str(folder / "open_clip_model.safetensors"))
+    assert isinstance(load_pretrained(folder, act="quick_gelu", num_heads=2), CLIP)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PretrainedLoadError, match="holds none of model.safetensors"):
+        load_pretrained(empty)
+
+
+# ---------------------------------------------------------------------------- devices
+def test_load_onto_a_device_and_from_device_arrays(device, xp, rng):
+    sd = tl.clip_state_dict(rng)
+    model = load_pretrained({k: xp.asarray(v) for k, v in sd.items()}, act="quick_gelu",
+                            num_heads=2, device=device, **F64)
+    assert model.visual_proj.device == device
+    img = rng.standard_normal((2, 3, 8, 8))
+    ids = np.array([[1, 5, 19, 0, 0, 0, 0], [2, 3, 4, 5, 19, 0, 0]])
+    _close(model.encode_image(xp.asarray(img)), tl.clip_encode_image(sd, img, heads=2))
+    _close(model.encode_text(xp.asarray(ids)), tl.clip_encode_text(sd, ids, heads=2))
