@@ -25,9 +25,12 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "minitransformer"
 # other package keeps the design's order. `testing.py` re-exports autograd's gradcheck.
 # The teaching layers sit below it all: `pretrained` rebuilds the recipes' models from their
 # shipped checkpoints, and `exercises` compares a learner's answers with any of the library.
+# `distributed` (the MPI collectives, issue 16) sits right below autograd: its all-reduce and
+# all-gather are differentiable (autograd Functions), and the objectives (CLIP's gathered
+# features, DINO's center, Sinkhorn-Knopp) and models (synchronised BatchNorm) call it.
 LAYERS = [
-    "backend", "autograd", "testing", "functional", "nn", "models", "objectives", "optim",
-    "data", "io", "eval", "viz", "train", "pretrained", "exercises",
+    "backend", "autograd", "distributed", "testing", "functional", "nn", "models", "objectives",
+    "optim", "data", "io", "eval", "viz", "train", "pretrained", "exercises",
 ]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 

@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend
+from .. import backend, distributed
 from .. import functional as F
 from ..autograd import Tensor, zeros
 from ..nn import ACTIVATIONS, LayerNorm, Linear, Module, Parameter, Sequential, activation, init
 
 __all__ = [
     "BatchNorm1d", "DINOHead", "MIMPixelHead", "MIMTokenHead", "MLMHead", "ProjectionHead",
-    "WeightNormLinear", "cancel_last_layer_gradients",
+    "WeightNormLinear", "cancel_last_layer_gradients", "convert_sync_batchnorm",
 ]
 
 
@@ -50,14 +50,30 @@ class BatchNorm1d(Module):
     *unbiased* batch variance. Eval: the running averages. Statistics are taken over every
     axis but the last (features last, unlike torch's (N, C, L)).
 
+    ``sync=True`` is torch's ``nn.SyncBatchNorm``: over several ranks (``distributed``) the
+    training statistics are those of the *global* batch, $\\mu = \\sum_r \\sum_i x_{ri} / n$,
+    $\\sigma^2 = \\sum_r \\sum_i (x_{ri} - \\mu)^2 / n$ with $n = \\sum_r n_r$ (three
+    all-reduces: the counts, the sums, the squared deviations; the running variance uses
+    the global unbiased $n / (n - 1)$), and the backward goes through the all-reduces (each
+    one's backward all-reduces its upstream gradient), so rank r's input gradient is that of
+    the sum of every rank's loss: torch's ``SyncBatchNorm`` backward, whose
+    ``sum_dy``/``sum_dy_xmu`` are all-reduced. Averaged over ranks as data parallelism
+    does, the gradients are those of one process on the global batch. DINO converts its
+    heads with ``nn.SyncBatchNorm.convert_sync_batchnorm`` (``dino/main_dino.py``);
+    ``convert_sync_batchnorm`` here does the same. In a single process (or inside
+    ``distributed.rank_local()``, or in eval mode) ``sync`` changes nothing; in training
+    every rank must call it (it communicates).
+
     Parameters ``weight`` (C,), ``bias`` (C,); buffers ``running_mean``, ``running_var``,
     ``num_batches_tracked`` (torch's names). Shapes: x (..., C) -> (..., C).
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 sync: bool = False):
         super().__init__()
         C = num_features
         self.num_features, self.eps, self.momentum = C, eps, momentum
+        self.sync = bool(sync)
         self.weight = Parameter(zeros(C))
         init.ones_(self.weight)
         self.bias = Parameter(zeros(C))
@@ -76,6 +92,8 @@ class BatchNorm1d(Module):
             xp = backend.get_array_module(self.running_var)
             scale = 1.0 / xp.sqrt(self.running_var + self.eps)  # (C,)
             return (x - self.running_mean) * scale * self.weight + self.bias
+        if self.sync and distributed.is_distributed():
+            return self._sync_forward(x, axes, n)
         if n < 2:
             raise ValueError(
                 f"BatchNorm1d: needs more than 1 value per feature in training, got input of "
@@ -85,18 +103,50 @@ class BatchNorm1d(Module):
         xc = x - mu
         var = (xc * xc).mean(axis=axes, keepdims=True)  # biased, for normalising
         y = xc / F.sqrt(var + self.eps) * self.weight + self.bias
+        self._track(mu.data, var.data, n)
+        return y
+
+    def _sync_forward(self, x: Any, axes: tuple[int, ...], n_local: int) -> Tensor:
+        """Training with the global batch's statistics (``sync``, W > 1). Shapes as forward."""
+        n = int(distributed.all_reduce(np.asarray([n_local], dtype=np.int64))[0])  # global
+        if n < 2:
+            raise ValueError(
+                f"BatchNorm1d: needs more than 1 value per feature in training, got {n} over "
+                f"all ranks (this rank's input {tuple(x.shape)})"
+            )
+        keep = (1,) * len(axes) + (self.num_features,)
+        mu = distributed.all_reduce(x.sum(axis=axes)).reshape(keep) / n  # (1.., C), global
+        xc = x - mu
+        var = distributed.all_reduce((xc * xc).sum(axis=axes)).reshape(keep) / n  # (1.., C)
+        y = xc / F.sqrt(var + self.eps) * self.weight + self.bias
+        self._track(mu.data, var.data, n)
+        return y
+
+    def _track(self, mu: Any, var: Any, n: int) -> None:
+        """Move the running averages toward the batch mean and unbiased variance."""
+        C = self.num_features
         m = self.momentum
         dt = self.running_mean.dtype
-        batch_mean = mu.data.reshape(C).astype(dt)
-        batch_var = (var.data.reshape(C) * (n / (n - 1))).astype(dt)  # unbiased, for running
+        batch_mean = mu.reshape(C).astype(dt)
+        batch_var = (var.reshape(C) * (n / (n - 1))).astype(dt)  # unbiased, for running
         xp = backend.get_array_module(self.running_mean)
         self.register_buffer("running_mean", (1 - m) * self.running_mean + m * batch_mean)
         self.register_buffer("running_var", (1 - m) * self.running_var + m * batch_var)
         self.register_buffer("num_batches_tracked", xp.asarray(self.num_batches_tracked + 1))
-        return y
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        sync = ", sync=True" if self.sync else ""
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}{sync}"
+
+
+def convert_sync_batchnorm(model: Module) -> Module:
+    """Make every ``BatchNorm1d`` in ``model`` synchronised (``sync=True``), as torch's
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` (DINO applies it to student and teacher when
+    they have BatchNorm). In place; returns ``model``. Parameters and buffers are unchanged."""
+    for module in model.modules():
+        if isinstance(module, BatchNorm1d):
+            module.sync = True
+    return model
 
 
 class WeightNormLinear(Module):
@@ -142,7 +192,8 @@ class DINOHead(Module):
     the teacher's) ``weight_g`` is frozen at 1, so every logit is a cosine in [-1, 1] and
     $/\\tau_s = 0.1$ spans [-10, 10]. DINOv2's head trains g (``norm_last_layer=False``).
 
-    ``use_bn``: BatchNorm after each hidden Linear, as DINO's ``use_bn`` flag. Off in DINO's
+    ``use_bn``: BatchNorm after each hidden Linear, as DINO's ``use_bn`` flag; synchronised
+    over ranks (``BatchNorm1d(sync=True)``), as DINO's ``convert_sync_batchnorm``. Off in DINO's
     recipe, but on small data (PyTorch reference runs on sklearn digits with K = 256, made
     for this project; docs/dino.md) DINO collapses to the uniform solution without it and
     reaches 90% k-NN with it.
@@ -166,12 +217,12 @@ class DINOHead(Module):
         else:
             layers: list[Module] = [Linear(in_dim, hidden_dim)]
             if use_bn:
-                layers.append(BatchNorm1d(hidden_dim))
+                layers.append(BatchNorm1d(hidden_dim, sync=True))
             layers.append(Activation(act))
             for _ in range(nlayers - 2):
                 layers.append(Linear(hidden_dim, hidden_dim))
                 if use_bn:
-                    layers.append(BatchNorm1d(hidden_dim))
+                    layers.append(BatchNorm1d(hidden_dim, sync=True))
                 layers.append(Activation(act))
             layers.append(Linear(hidden_dim, bottleneck_dim))
             self.mlp = Sequential(*layers)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .. import backend
+from .. import backend, distributed
 from .. import functional as F
 from ..autograd import Tensor, no_grad
 from ._utils import as_tensor, is_array
 
-__all__ = ["clamp_logit_scale", "clip_loss", "init_logit_scale"]
+__all__ = ["clamp_logit_scale", "clip_logits", "clip_loss", "init_logit_scale"]
 
 LOGIT_SCALE_MAX = math.log(100.0)  # 4.6052: tau >= 0.01, "as in the original paper"
 
@@ -24,7 +24,8 @@ def init_logit_scale(temperature: float = 0.07) -> float:
     return math.log(1.0 / temperature)
 
 
-def clip_loss(image_features: Any, text_features: Any, logit_scale: Any) -> Tensor:
+def clip_loss(image_features: Any, text_features: Any, logit_scale: Any, *,
+              gather_with_grad: bool = True, local_loss: bool = False) -> Tensor:
     """The symmetric InfoNCE loss of CLIP (open_clip ``loss.py: ClipLoss``).
 
     $\\hat I = I / \\lVert I \\rVert$, $\\hat T = T / \\lVert T \\rVert$,
@@ -37,9 +38,55 @@ def clip_loss(image_features: Any, text_features: Any, logit_scale: Any) -> Tens
     are the other pairs of the batch (open_clip gathers them across GPUs); with B = 1 the loss
     is trivially 0 (openai/CLIP#83), and equal features give log B.
 
+    **Over several ranks** (``distributed``, W > 1, each rank holding B of the N = W B pairs),
+    the features of every rank are gathered, so each image is contrasted with all N texts, as
+    open_clip's ``gather_features`` + ``ClipLoss`` (``src/open_clip/loss.py``). Let
+    $L_g$ be the loss above on the global batch, and let the data-parallel step *average*
+    the ranks' parameter gradients (as DDP does). The two options of open_clip:
+
+    - ``gather_with_grad=True, local_loss=False`` (the default here): every rank computes the
+      (N, N) logits and returns $L_g$ itself; the gather's backward sums every rank's
+      gradient, so the averaged gradient is exactly $\\nabla L_g$: **N ranks train as one
+      process on the global batch.** Cost: gathering 2 N E values, and the N x N logits on
+      every rank (W times the work of one process's share).
+    - ``gather_with_grad=True, local_loss=True``: rank r computes only its B rows against
+      the N columns (labels offset by its first global index), returning $L_r$ with
+      $\\frac1W \\sum_r L_r = L_g$; the averaged gradient is again exactly $\\nabla L_g$
+      (with equal shards). Cheaper: B x N logits per rank (the choice for large W); the
+      logged per-rank loss is $L_r$, so average it over ranks to report $L_g$.
+    - ``gather_with_grad=False, local_loss=False`` (open_clip's default): the other ranks'
+      features are constants and only this rank's slice carries a gradient. The value is
+      $L_g$; the averaged gradient is $\\nabla L_g / W$ for everything upstream of the
+      features (the towers) but the full $\\partial L_g / \\partial s$ for ``logit_scale``:
+      SGD then trains the towers W times slower; Adam, invariant to a constant scale, nearly
+      does not notice (its eps aside).
+    - ``gather_with_grad=False, local_loss=True``: all gathered features are constants (even
+      this rank's positives among the columns); gradient flows only through this rank's
+      rows. The averaged gradient is that of $L_g$ with the *columns detached*
+      ($Z = e^s \\hat I\\,\\mathrm{sg}(\\hat T)^\\top$ and
+      $e^s \\hat T\\,\\mathrm{sg}(\\hat I)^\\top$):
+      it loses the gradient that pushes the other pairs' negatives away. The cheapest.
+
+    In a single process (or inside ``distributed.rank_local()``) nothing is gathered and the
+    options change nothing. Every rank must call it (it communicates).
+
     Shapes: image_features (B, E), text_features (B, E), logit_scale () or (1,) -> ().
     """
-    fn = "clip_loss"
+    logits_per_image, logits_per_text, labels = clip_logits(
+        image_features, text_features, logit_scale, gather_with_grad=gather_with_grad,
+        local_loss=local_loss, fn="clip_loss")
+    return 0.5 * (F.cross_entropy(logits_per_image, labels)
+                  + F.cross_entropy(logits_per_text, labels))
+
+
+def clip_logits(image_features: Any, text_features: Any, logit_scale: Any, *,
+                gather_with_grad: bool = True, local_loss: bool = False,
+                fn: str = "clip_logits") -> tuple[Tensor, Tensor, Any]:
+    """The logits and labels of ``clip_loss`` (see it for the math and the options):
+    ``(logits_per_image, logits_per_text, labels)``, open_clip's ``ClipLoss.get_logits`` and
+    ``get_ground_truth``. One process: (B, B), its transpose, ``arange(B)``. Over W ranks:
+    (N, N), its transpose, ``arange(N)``; with ``local_loss``, this rank's (B, N) rows of
+    each and ``offset + arange(B)``. Every rank must call it (it communicates)."""
     img = as_tensor(image_features, "image_features", fn)
     txt = as_tensor(text_features, "text_features", fn)
     if img.ndim != 2 or txt.ndim != 2:
@@ -65,10 +112,37 @@ def clip_loss(image_features: Any, text_features: Any, logit_scale: Any) -> Tens
         scale = math.exp(float(logit_scale))
     i_hat = F.normalize(img, axis=-1)  # (B, E)
     t_hat = F.normalize(txt, axis=-1)  # (B, E)
-    logits_per_image = scale * (i_hat @ t_hat.T)  # (B, B): row i = image i vs every text
-    labels = backend.get_array_module(img.data).arange(B)
-    return 0.5 * (F.cross_entropy(logits_per_image, labels)
-                  + F.cross_entropy(logits_per_image.T, labels))
+    xp = backend.get_array_module(img.data)
+    if not distributed.is_distributed():
+        logits_per_image = scale * (i_hat @ t_hat.T)  # (B, B): row i = image i vs every text
+        return logits_per_image, logits_per_image.T, xp.arange(B)
+    counts = distributed.gather_counts(B)  # every rank's B_r
+    offset = sum(counts[: distributed.rank()])  # this rank's first index in the global batch
+    all_i = _gather(i_hat, gather_with_grad, keep_local=not local_loss, offset=offset)  # (N, E)
+    all_t = _gather(t_hat, gather_with_grad, keep_local=not local_loss, offset=offset)  # (N, E)
+    if local_loss:
+        logits_per_image = scale * (i_hat @ all_t.T)  # (B, N): this rank's images vs all texts
+        logits_per_text = scale * (t_hat @ all_i.T)  # (B, N): this rank's texts vs all images
+        labels = xp.arange(B) + offset  # pair i of this rank is global pair offset + i
+    else:
+        logits_per_image = scale * (all_i @ all_t.T)  # (N, N)
+        logits_per_text = logits_per_image.T
+        labels = xp.arange(sum(counts))
+    return logits_per_image, logits_per_text, labels
+
+
+def _gather(x: Tensor, with_grad: bool, keep_local: bool, offset: int) -> Tensor:
+    """open_clip's ``gather_features`` for one tower: every rank's rows, in rank order.
+    With grad: the differentiable all-gather. Without: constants, except (``keep_local``)
+    this rank's own rows, put back as the live Tensor. Shapes: (B, E) -> (N, E)."""
+    if with_grad:
+        return distributed.all_gather(x)
+    every = distributed.all_gather(x.data)  # (N, E), no gradient
+    if not keep_local:
+        return Tensor(every)
+    B = x.shape[0]
+    parts = [Tensor(every[:offset]), x, Tensor(every[offset + B:])]
+    return F.concat([p for p in parts if p.shape[0] > 0], axis=0)
 
 
 def clamp_logit_scale(logit_scale: Tensor, max_value: float = LOGIT_SCALE_MAX,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend
+from .. import backend, distributed
 from .. import functional as F
 from ..autograd import Tensor
 from ..nn import Module
@@ -162,7 +162,18 @@ class TeacherCentering(Module):
 
     def update(self, teacher_logits: Any) -> None:
         """$c \\leftarrow m c + (1-m)\\,\\mathrm{mean}_{rows}(g_t)$, from the raw teacher outputs
-        (a Tensor, an array, or a list of per-crop chunks). Shapes: (..., K)."""
+        (a Tensor, an array, or a list of per-crop chunks). Shapes: (..., K).
+
+        Over several ranks (``distributed``) the mean is over the rows of *every* rank: the
+        row sums and the row count are all-reduced (one all-reduce of K + 1 numbers), as DINO's
+        ``DINOLoss.update_center`` (``dino/main_dino.py``: ``dist.all_reduce(batch_center)``,
+        then ``/ (len(teacher_output) * world_size)``); counting the rows instead of
+        multiplying by W also allows unequal shards. So every rank keeps the same center, the
+        one a single process computes on the global batch. Every rank must call it.
+        DINOv2's iBOT center (``ibot_patch_loss.py: reduce_center_update``) averages the
+        ranks' *means* over their masked patches instead; counting the rows gives the mean
+        over all masked patches of the global batch, the single-process value (the same when
+        the ranks mask equally many patches)."""
         if isinstance(teacher_logits, (list, tuple)):
             chunks = [raw(t) for t in teacher_logits]
             for c in chunks:
@@ -173,7 +184,14 @@ class TeacherCentering(Module):
             t = raw(teacher_logits)
             self._check(t, "update")
         self._follow(t, "update")
-        batch_center = t.reshape(-1, self.out_dim).mean(0, keepdims=True)  # (1, K), t's dtype
+        rows = t.reshape(-1, self.out_dim)  # (n, K)
+        xp = backend.get_array_module(rows)
+        if distributed.is_distributed():
+            local = xp.concatenate([rows.sum(0), xp.full((1,), rows.shape[0], dtype=rows.dtype)])
+            total = distributed.all_reduce(local)  # (K + 1,): sums over every rank's rows, n
+            batch_center = (total[:-1] / total[-1]).reshape(1, self.out_dim)  # (1, K)
+        else:
+            batch_center = rows.mean(0, keepdims=True)  # (1, K), t's dtype
         m = self.momentum
         self.register_buffer("center", self.center * m + batch_center * (1 - m))
 
@@ -195,6 +213,17 @@ def sinkhorn_knopp(teacher_logits: Any, temp: float, n_iter: int = 3) -> Any:
     per-sample shifts of the logits (only the limit is invariant); a global shift changes
     nothing.
 
+    Over several ranks (``distributed``) the batch is the global one, split across ranks as
+    DINOv2 does it (``sinkhorn_knopp_teacher`` in ``dinov2/loss/dino_clstoken_loss.py`` and
+    ``ibot_patch_loss.py``): $B = \\sum_r B_r$ (all-reduced, as DINOv2's
+    ``n_masked_patches_tensor``, so unequal shards such as masked-patch counts work), and
+    the sums over samples (the total and each prototype row's sum) become sums over every
+    rank's columns; the per-sample column sums stay local. Here a sum over samples is a
+    logsumexp over samples: each rank's logsumexp is all-gathered and combined (a
+    logsumexp over ranks), 1 + n_iter all-gathers of 1 and K numbers. The result on each
+    rank is its rows of the single-process result on the concatenated global batch. Every
+    rank must call it.
+
     Shapes: (B, K) -> Tensor (B, K), outside the graph; a list of chunks is treated as one
     batch (their rows concatenated, as DINOv2 does with the two global crops) and returned as
     a list of chunks.
@@ -215,14 +244,30 @@ def sinkhorn_knopp(teacher_logits: Any, temp: float, n_iter: int = 3) -> Any:
     if t.dtype.kind != "f":
         t = t.astype(backend.get_default_dtype())
     xp = backend.get_array_module(t)
-    B, K = t.shape
+    K = t.shape[1]
+    B = sum(distributed.gather_counts(t.shape[0]))  # the global number of samples
     # In log space: log Q (K, B); dividing by a sum is subtracting its logsumexp.
-    log_q = (t / tau).T  # (K, B)
-    log_q = log_q - _logsumexp(log_q, axis=None)  # Q /= sum(Q)
+    log_q = (t / tau).T  # (K, B_r): this rank's columns
+    log_q = log_q - _global_logsumexp(log_q, axis=None)  # Q /= sum(Q) over every rank
     for _ in range(n_iter):
-        log_q = log_q - _logsumexp(log_q, axis=1) - math.log(K)  # prototype rows -> 1/K
+        log_q = log_q - _global_logsumexp(log_q, axis=1) - math.log(K)  # prototype rows -> 1/K
         log_q = log_q - _logsumexp(log_q, axis=0) - math.log(B)  # sample columns -> 1/B
-    return Tensor(xp.exp(log_q + math.log(B)).T)  # (B, K), rows sum to 1
+    return Tensor(xp.exp(log_q + math.log(B)).T)  # (B_r, K), rows sum to 1
+
+
+def _global_logsumexp(a: Any, axis: int | None) -> Any:
+    """``_logsumexp`` over the samples of every rank: axis 1 (or all) of each rank's (K, B_r)
+    block. Each rank's logsumexp is all-gathered, then combined by a logsumexp over ranks
+    (exact; stable). A rank with no samples contributes -inf. Shapes: keeps dims."""
+    if not distributed.is_distributed():
+        return _logsumexp(a, axis)
+    xp = backend.get_array_module(a)
+    if a.shape[1] == 0:
+        local = xp.full((1, a.shape[0] if axis == 1 else 1), -xp.inf, dtype=a.dtype)
+    else:
+        local = _logsumexp(a, axis).reshape(1, -1)  # (1, K) or (1, 1)
+    every = distributed.all_gather(local)  # (W, K) or (W, 1)
+    return _logsumexp(every, axis=0).reshape(-1, 1) if axis == 1 else _logsumexp(every, None)
 
 
 def _logsumexp(a: Any, axis: int | None) -> Any:

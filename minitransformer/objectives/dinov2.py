@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import backend
+from .. import backend, distributed
 from .. import functional as F
 from ..autograd import Tensor
 from ._utils import as_list, as_tensor, check_temp, raw
@@ -32,6 +32,14 @@ def koleo_loss(x: Any, eps: float = 1e-8) -> Tensor:
     opposite points); -inf excludes it always and is otherwise identical.
     The neighbour index is a constant of the step; gradients flow through both $\\hat x_i$ and
     $\\hat x_{j(i)}$. Compute it in float32 or float64 (DINOv2 disables autocast).
+
+    Over several ranks it stays *per rank*, as DINOv2's (``dinov2/loss/koleo_loss.py`` has
+    its ``torch.distributed`` import commented out): the neighbours are searched in this
+    rank's batch only, no communication. So W ranks do not compute KoLeo of the global batch:
+    averaged over ranks (as data parallelism averages gradients), they train on the mean of
+    KoLeo over the W shards, which one process reproduces as
+    ``mean(koleo_loss(x[shard]) for shard in shards)``. Nearest neighbours in a smaller batch
+    are farther apart, so the mean over shards is lower than the global batch's KoLeo.
 
     Shapes: x (B, D), B >= 2 -> ().
     """
@@ -81,6 +89,20 @@ def dinov2_loss(
     The teacher's patch probabilities use their own center (DINOv2's iBOT center): a second
     ``TeacherCentering(K)`` updated with the teacher's outputs at the masked patches, or
     ``sinkhorn_knopp`` over those patches.
+
+    Over several ranks (``distributed``), each rank passes its shard and the terms are as
+    DINOv2 computes them (``dinov2/train/ssl_meta_arch.py``): the DINO term is a mean over
+    this rank's batch (the teachers' centering or Sinkhorn-Knopp already used the global
+    batch); KoLeo is per rank (see ``koleo_loss``); the iBOT term weights each masked patch
+    by $1/m_b$ of its own image (an image is on one rank: DINOv2's ``masks_weight``) and is
+    divided by the number of global-crop images. DINOv2 divides by this rank's count
+    (``student_masks_flat.shape[0]``), which, averaged over ranks, is the global per-image
+    mean only when the ranks hold equally many images; here the local loss is multiplied by
+    $W n_r / \\sum_r n_r$ (one all-gather of one integer), so the average over ranks is the
+    global iBOT loss for unequal shards too (the factor is exactly 1 for equal ones). The
+    teacher's patch probabilities come from ``TeacherCentering.update`` / ``sinkhorn_knopp``,
+    which use every rank's masked patches (for Sinkhorn, B = the global number of masked
+    patches: DINOv2's all-reduced ``n_masked_patches_tensor``). Every rank must call it.
 
     The seed's $\\lambda_1 L_{MIM} + \\lambda_2 L_{inst}$ is $w_{ibot}$, $w_{dino}$; KoLeo is the
     real system's third term. Teacher inputs are data (no gradient). A term whose weight is 0
@@ -137,7 +159,14 @@ def dinov2_loss(
     parts: dict[str, Tensor] = {}
     parts["dino"] = (dino_loss(student_cls_logits_per_crop, teachers, tau)
                      if w_dino != 0 else zero)
-    parts["ibot"] = ibot_patch_loss(s_patch, t_patch, m, tau) if w_ibot != 0 else zero
+    if w_ibot != 0:
+        parts["ibot"] = ibot_patch_loss(s_patch, t_patch, m, tau)  # / this rank's images
+        if distributed.is_distributed():
+            n_img = int(s_patch.shape[0])
+            counts = distributed.gather_counts(n_img)  # every rank's global-crop images
+            parts["ibot"] = parts["ibot"] * (n_img * len(counts) / sum(counts))
+    else:
+        parts["ibot"] = zero
     if w_koleo != 0:
         koleo = None
         for h in backbone:
