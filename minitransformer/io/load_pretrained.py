@@ -78,7 +78,7 @@ from ..nn import Module
 from .convert_bert import convert_hf_bert_state_dict
 from .convert_clip import convert_openai_clip_state_dict
 from .keymap import Converted
-from .torch_weights import convert_timm_vit_state_dict
+from .torch_weights import _CHUNKED_BLOCK, convert_timm_vit_state_dict
 
 __all__ = ["FAMILIES", "PretrainedLoadError", "detect_family", "load_pretrained",
            "read_state_dict"]
@@ -128,11 +128,11 @@ def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
 def read_state_dict(source: Any) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
     """The checkpoint's arrays (torch layout) and its ``config.json`` (or None).
 
-    ``source``: a ``.safetensors`` file; a folder holding ``model.safetensors`` (or
-    open_clip's ``open_clip_model.safetensors``, or the shards a
-    ``model.safetensors.index.json`` lists) and, for HF models, ``config.json``; or a dict of
-    arrays (NumPy, CuPy or Tensors; copied to NumPy). A ``.pth`` / ``.pt`` / ``.bin`` file (or a
-    folder holding only one) raises an error that shows how to convert it."""
+    ``source``: a ``.safetensors`` file (with the ``config.json`` beside it, if any); a folder
+    holding ``model.safetensors`` (or open_clip's ``open_clip_model.safetensors``, or the
+    shards a ``model.safetensors.index.json`` lists) and, for HF models, ``config.json``; or a
+    dict of arrays (NumPy, CuPy or Tensors; copied to NumPy). A ``.pth`` / ``.pt`` / ``.bin``
+    file (or a folder holding only one) raises an error that shows how to convert it."""
     if isinstance(source, dict):
         out = {}
         for k, v in source.items():
@@ -153,7 +153,9 @@ def read_state_dict(source: Any) -> tuple[dict[str, np.ndarray], dict[str, Any] 
             raise _torch_file_error(path)
         if path.suffix != ".safetensors":
             raise PretrainedLoadError(f"load_pretrained: {path} is not a .safetensors file")
-        return _load_safetensors(path), None
+        sibling = path.parent / "config.json"  # a HF folder's weights given as a file
+        config = json.loads(sibling.read_text()) if sibling.is_file() else None
+        return _load_safetensors(path), config
     config = None
     if (path / "config.json").is_file():
         config = json.loads((path / "config.json").read_text())
@@ -342,6 +344,8 @@ def _convert_vit(sd: dict[str, np.ndarray], model: Module) -> Converted:
 
 def _build_vit(sd: dict[str, np.ndarray], family: str, overrides: dict[str, Any]
                ) -> tuple[Module, Converted]:
+    # DINOv2 training checkpoints with block_chunks > 0: blocks.{chunk}.{i}. -> blocks.{i}.
+    sd = {_CHUNKED_BLOCK.sub(r"\1blocks.\2.", k): v for k, v in sd.items()}
     cfg = _config(ViTConfig, _vit_fields(sd, family, overrides), overrides, family)
     model = VisionTransformer(cfg)
     return model, _convert_vit(sd, model)

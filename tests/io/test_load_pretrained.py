@@ -359,3 +359,30 @@ def test_load_onto_a_device_and_from_device_arrays(device, xp, rng):
     ids = np.array([[1, 5, 19, 0, 0, 0, 0], [2, 3, 4, 5, 19, 0, 0]])
     _close(model.encode_image(xp.asarray(img)), tl.clip_encode_image(sd, img, heads=2))
     _close(model.encode_text(xp.asarray(ids)), tl.clip_encode_text(sd, ids, heads=2))
+
+
+def test_layer_scale_without_mask_token_is_ambiguous(rng):
+    # timm's DINOv2 conversion (no mask_token) resamples as timm, DINOv2's own code does not
+    sd = tl.vit_state_dict(rng, layer_scale=True)
+    with pytest.raises(PretrainedLoadError, match="dinov2 and timm-vit.*family="):
+        load_pretrained(sd, num_heads=2)
+    assert load_pretrained(sd, family="dinov2", num_heads=2).cfg.interpolate_offset == 0.1
+
+
+def test_dinov2_chunked_blocks_and_backbone_prefix(rng):
+    # DINOv2 training checkpoints (block_chunks=2): blocks.{chunk}.{i}., teacher backbone.
+    sd = tl.vit_state_dict(rng, depth=4, layer_scale=True, mask_token=True)
+    chunked = {"backbone." + k.replace(f"blocks.{k.split('.')[1]}.",
+                                       f"blocks.{int(k.split('.')[1]) // 2}.{k.split('.')[1]}.")
+               if k.startswith("blocks.") else "backbone." + k: v for k, v in sd.items()}
+    assert "backbone.blocks.1.3.norm1.weight" in chunked
+    model = load_pretrained(chunked, num_heads=2, **F64)
+    assert model.cfg.depth == 4
+    img = rng.standard_normal((1, 3, 12, 12))
+    _close(model.forward_features(img)["x_norm_clstoken"], tl.vit_forward(sd, img, 2)[0])
+
+
+def test_config_json_beside_a_safetensors_file_is_read(rng, tmp_path):
+    save_file(tl.bert_state_dict(rng), str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"num_attention_heads": 4}))
+    assert load_pretrained(tmp_path / "model.safetensors").cfg.num_heads == 4
