@@ -38,7 +38,14 @@ checkpoint key (shape)                     ours (shape)                      tra
 ``text_projection`` (Wt, E)                ``text_proj`` (Wt, E)             copy (applied x @ P)
 ``logit_scale`` ()                         ``logit_scale`` ()                copy
 ``attn_mask`` (T, T)                       dropped                           checked causal
+``input_resolution``, ``context_length``,  dropped                           checked vs shapes
+``vocab_size`` (scalars)
 =========================================  ================================  =====================
+
+``input_resolution``, ``context_length`` and ``vocab_size`` are scalars OpenAI's released
+checkpoints carry beside the weights (openai/CLIP clip/model.py ``build_model`` deletes them
+before loading); ``load_pretrained`` checks them against the image size, context length and
+vocabulary read from the shapes, then drops them.
 
 ``attn_mask`` is open_clip's text causal mask buffer (``build_causal_mask``: -inf strictly
 above the diagonal, 0 elsewhere; non-persistent in recent open_clip, so usually absent). It
@@ -60,7 +67,9 @@ import numpy as np
 
 from .keymap import Converted, KeyMap
 
-__all__ = ["CLIP_KEYMAP", "convert_openai_clip_state_dict"]
+__all__ = ["CLIP_KEYMAP", "OPENAI_METADATA", "convert_openai_clip_state_dict"]
+
+OPENAI_METADATA = ("input_resolution", "context_length", "vocab_size")
 
 
 def _block_rows(src: str, dst: str) -> list[tuple[str, str, str]]:
@@ -127,7 +136,10 @@ def convert_openai_clip_state_dict(sd: dict[str, Any]) -> Converted:
     ``attn_mask`` that is not the causal mask."""
     sd = {k: np.asarray(v) for k, v in sd.items()}
     mask = sd.pop("attn_mask", None)
+    meta = {k: sd.pop(k) for k in OPENAI_METADATA if k in sd}
     out = CLIP_KEYMAP.convert(sd)
+    for k in meta:
+        out.dropped[k] = "OpenAI's build_model metadata (a scalar), checked against the shapes"
     if mask is not None:
         _check_causal_mask("attn_mask", mask)
         out.dropped["attn_mask"] = "the text causal mask, checked; rebuilt by the text tower"

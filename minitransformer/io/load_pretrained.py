@@ -13,7 +13,9 @@ parameter with no checkpoint key, or a shape that differs raises ``PretrainedLoa
 naming them. The short list of keys knowingly dropped is documented per converter:
 
 - ``mask_token`` (DINOv2) only when the model is built without one (``mask_token=False``);
-- ``attn_mask`` (open_clip's text causal mask buffer), after checking it is causal;
+- ``attn_mask`` (open_clip's text causal mask buffer), after checking it is causal, and the
+  scalars ``input_resolution`` / ``context_length`` / ``vocab_size`` of OpenAI's released
+  checkpoints, after checking them against the shapes;
 - ``cls.seq_relationship.*`` (BERT's next-sentence head), ``embeddings.position_ids`` /
   ``token_type_ids`` (index buffers, checked), ``cls.predictions.decoder.*`` (tied, checked).
 
@@ -460,6 +462,14 @@ def _build_clip(sd: dict[str, np.ndarray], overrides: dict[str, Any]
     tcfg = _config(TextConfig, tfields, txt_over, where)
     if embed_dim is None:
         embed_dim = _get(sd, "visual.proj", 2, where).shape[1]  # (W, E)
+    inferred = {"input_resolution": vcfg.img_size, "context_length": tcfg.context_length,
+                "vocab_size": tcfg.vocab_size}
+    clash = [f"{k}={int(np.asarray(sd[k]))} (weights: {v})" for k, v in inferred.items()
+             if k in sd and int(np.asarray(sd[k])) != v]
+    if clash:
+        raise PretrainedLoadError(
+            "load_pretrained(open_clip): the checkpoint's metadata disagrees with its weights: "
+            + "; ".join(clash))
     try:
         model = CLIP(vcfg, tcfg, embed_dim)
     except ValueError as e:

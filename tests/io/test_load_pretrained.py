@@ -386,3 +386,14 @@ def test_config_json_beside_a_safetensors_file_is_read(rng, tmp_path):
     save_file(tl.bert_state_dict(rng), str(tmp_path / "model.safetensors"))
     (tmp_path / "config.json").write_text(json.dumps({"num_attention_heads": 4}))
     assert load_pretrained(tmp_path / "model.safetensors").cfg.num_heads == 4
+
+
+def test_openai_metadata_scalars_are_checked_and_dropped(rng):
+    sd = tl.clip_state_dict(rng)  # image 8 px, context 7, vocabulary 20
+    meta = {"input_resolution": np.array(8), "context_length": np.array(7),
+            "vocab_size": np.array(20)}
+    model = load_pretrained({**sd, **meta}, act="quick_gelu", num_heads=2)
+    assert set(model.dropped_keys) == set(meta)
+    with pytest.raises(PretrainedLoadError, match=r"context_length=77 \(weights: 7\)"):
+        load_pretrained({**sd, **meta, "context_length": np.array(77)}, act="quick_gelu",
+                        num_heads=2)
