@@ -8,6 +8,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
 from minitransformer.io import PretrainedLoadError, detect_family, load_pretrained
@@ -397,3 +399,46 @@ def test_openai_metadata_scalars_are_checked_and_dropped(rng):
     with pytest.raises(PretrainedLoadError, match=r"context_length=77 \(weights: 7\)"):
         load_pretrained({**sd, **meta, "context_length": np.array(77)}, act="quick_gelu",
                         num_heads=2)
+
+
+# ---------------------------------------------------------------------------- properties
+@settings(max_examples=15)
+@given(D=st.sampled_from([8, 12, 16]), heads=st.sampled_from([1, 2, 4]),
+       depth=st.integers(1, 2), p=st.integers(1, 3), grid=st.integers(1, 3),
+       registers=st.integers(0, 2), layer_scale=st.booleans(), qkv_bias=st.booleans(),
+       mlp=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_any_vit_shape_loads_and_matches_the_numpy_forward(D, heads, depth, p, grid, registers,
+                                                           layer_scale, qkv_bias, mlp, seed):
+    rng = np.random.default_rng(seed)
+    sd = tl.vit_state_dict(rng, D=D, depth=depth, p=p, grid=grid, mlp=mlp,
+                           layer_scale=layer_scale, registers=registers, mask_token=True,
+                           qkv_bias=qkv_bias)
+    model = load_pretrained(sd, family="dinov2", num_heads=heads, **F64)
+    c = model.cfg
+    assert (c.patch_size, c.img_size, c.depth, c.mlp_ratio) == (p, grid * p, depth, mlp)
+    assert (c.qkv_bias, c.layer_scale is not None, c.num_register_tokens) == (
+        qkv_bias, layer_scale, registers)
+    img = rng.standard_normal((2, 3, grid * p, grid * p))
+    cls, regs, patches, probs = tl.vit_forward(sd, img, heads)
+    out = model.forward_features(img)
+    _close(out["x_norm_clstoken"], cls)
+    _close(out["x_norm_regtokens"], regs)
+    _close(out["x_norm_patchtokens"], patches)
+    _close(model.get_last_selfattention(img), probs)
+
+
+@settings(max_examples=15)
+@given(D=st.sampled_from([8, 16]), heads=st.sampled_from([1, 2, 4]), depth=st.integers(1, 2),
+       T=st.integers(1, 8), real=st.lists(st.integers(1, 8), min_size=1, max_size=3),
+       seed=st.integers(0, 2**16))
+def test_any_bert_shape_and_padding_matches_the_numpy_forward(D, heads, depth, T, real, seed):
+    rng = np.random.default_rng(seed)
+    sd = tl.bert_state_dict(rng, D=D, depth=depth, V=11, P=8, inter=2 * D)
+    model = load_pretrained(sd, num_heads=heads, **F64)
+    ids = rng.integers(0, 11, (len(real), T))
+    mask = np.arange(T)[None, :] < np.minimum(real, T)[:, None]  # (B, T): a real prefix
+    types = rng.integers(0, 2, (len(real), T))
+    x, pooled, logits = tl.bert_forward(sd, ids, heads, mask, types)
+    _close(model.forward_tokens(ids, attention_mask=mask, token_type_ids=types), x)
+    _close(model.pooled(ids, attention_mask=mask, token_type_ids=types), pooled)
+    _close(model.mlm_logits(ids, attention_mask=mask, token_type_ids=types), logits)
