@@ -51,7 +51,9 @@ on NumPy buffers, a host-to-device copy. Say which with ``init(cuda_aware=True)`
 the MPI collectives have been tested with 2 ranks on CPUs; CuPy arrays through the staging
 path in a single process.
 
-**Errors.** A collective must be called by every rank, in the same order, with arrays of the
+**Errors.** An uncaught exception on one rank aborts every rank (``MPI_Abort``, as
+``python -m mpi4py`` does) instead of leaving the others waiting. A collective must be
+called by every rank, in the same order, with arrays of the
 same dtype and (for ``all_reduce``) shape; otherwise MPI hangs or reads garbage. So
 ``all_reduce`` and ``all_gather`` first exchange a small description of every rank's array
 (one extra tiny all-gather; ``check=False`` skips it when the caller knows the shapes agree,
@@ -64,6 +66,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -168,6 +171,25 @@ def init(backend_name: str = "auto", *, cuda_aware: bool | None = None,
             f"{backend_name!r}"
         )
     _world = _World(comm if comm is not None else MPI.COMM_WORLD, aware)
+    if _world.size > 1:
+        _abort_on_uncaught_exception(_world.comm)
+
+
+def _abort_on_uncaught_exception(comm: Any) -> None:
+    """An uncaught exception on one rank would leave the others waiting in their next
+    collective forever (and the failing one in MPI's finalisation): print it, then
+    ``comm.Abort(1)``, which ends every rank, as ``python -m mpi4py`` does."""
+    previous = sys.excepthook
+    if getattr(previous, "_minitransformer_abort", False):
+        return
+
+    def hook(kind: Any, value: Any, tb: Any) -> None:
+        previous(kind, value, tb)
+        sys.stderr.flush()
+        comm.Abort(1)
+
+    hook._minitransformer_abort = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 def _get() -> _World:

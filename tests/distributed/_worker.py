@@ -329,6 +329,47 @@ def case_dinov2() -> dict:
     }
 
 
+def case_random_shards() -> dict:
+    """Random sizes, temperatures and *unequal* shards (the same draws on every rank): the
+    Sinkhorn rows, the DINO center, and CLIP with gather_with_grad (every rank computing the
+    global loss) against one process on the global batch. The worst case over the draws."""
+    rng = np.random.default_rng(6)
+    worst = {"sinkhorn": 0.0, "center": 0.0, "clip_logits": 0.0, "clip_loss": 0.0,
+             "clip_grads": 0.0}
+    for _ in range(8):
+        counts = [int(c) for c in rng.integers(1, 6, size=W)]
+        K, E = int(rng.integers(2, 7)), int(rng.integers(1, 5))
+        temp, s0 = float(rng.uniform(0.05, 2.0)), float(rng.uniform(0.0, 4.6))
+        t = rng.standard_normal((sum(counts), K)) * 3
+        n_iter = int(rng.integers(0, 5))
+        with dist.rank_local():
+            ref = sinkhorn_knopp(t, temp, n_iter).data
+            ref_c = TeacherCentering(K)
+            ref_c.update(t)
+        rows = slice(sum(counts[:R]), sum(counts[:R + 1]))
+        worst["sinkhorn"] = max(worst["sinkhorn"],
+                                maxdiff(sinkhorn_knopp(shard(t, counts), temp, n_iter).data,
+                                        ref[rows]))
+        c = TeacherCentering(K)
+        c.update(shard(t, counts))
+        worst["center"] = max(worst["center"], maxdiff(c.center, ref_c.center))
+        img, txt = rng.standard_normal((sum(counts), E)), rng.standard_normal((sum(counts), E))
+        w = rng.standard_normal((E, E))
+        with dist.rank_local():
+            ref_loss, ref_grads = _clip_grads(img, txt, w, w.T.copy(), s0, clip_loss)
+            ref_lpi = clip_logits(Tensor(img @ w), Tensor(txt @ w.T), s0)[0].data
+        loss, grads = _clip_grads(shard(img, counts), shard(txt, counts), w, w.T.copy(), s0,
+                                  clip_loss)
+        lpi = clip_logits(Tensor(shard(img, counts) @ w), Tensor(shard(txt, counts) @ w.T),
+                          s0)[0].data
+        avg = [dist.all_reduce(g, "mean") for g in grads]
+        worst["clip_logits"] = max(worst["clip_logits"], maxdiff(lpi, ref_lpi))
+        worst["clip_loss"] = max(worst["clip_loss"], abs(loss - ref_loss))
+        worst["clip_grads"] = max(worst["clip_grads"],
+                                  max(reldiff(a, g) for a, g in zip(avg, ref_grads)))
+    return worst
+
+
 def case_device() -> dict:
     """CuPy arrays (the CuPy stand-in in CI, a GPU where there is one) through the same
     collectives: staged through the host unless MPI is CUDA-aware; results stay on the
@@ -367,6 +408,11 @@ CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case
 
 def main() -> None:
     out_dir = Path(sys.argv[1])
+    if sys.argv[2:] == ["uncaught"]:  # rank 1 fails outside any collective; rank 0 waits
+        if R == 1:
+            raise RuntimeError("uncaught on rank 1")
+        dist.barrier()
+        return
     mt.set_default_dtype(np.float64)
     results: dict = {}
     for name in sys.argv[2:]:

@@ -30,7 +30,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("_worker.py")
 CASES = ["world", "collectives", "dino_center", "clip", "syncbn", "sinkhorn", "dinov2",
-         "device"]
+         "random_shards", "device"]
 EXACT = 1e-12  # float64: only summation order differs
 GRADCHECK = 1e-6  # central differences, eps = 1e-6
 
@@ -49,18 +49,22 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory):
-    """{case: [rank 0's numbers, rank 1's numbers]} from one 2-rank run."""
-    out = tmp_path_factory.mktemp("mpi")
+def _launch(out: Path, cases: list[str], timeout: float) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["MINITRANSFORMER_NUMBA"] = "0"  # no JIT compilation in two fresh interpreters
     env.pop("MINITRANSFORMER_DEVICE", None)
     env.setdefault("MINITRANSFORMER_CUPY_STANDIN", "tests.cupy_standin")  # a GPU wins over it
+    return subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(WORKER), str(out), *cases],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    """{case: [rank 0's numbers, rank 1's numbers]} from one 2-rank run."""
+    out = tmp_path_factory.mktemp("mpi")
     start = time.perf_counter()
-    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(WORKER), str(out), *CASES],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    proc = _launch(out, CASES, timeout=180)
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, (
         f"mpiexec failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -141,6 +145,12 @@ def test_sinkhorn_knopp_over_unequal_shards(reports):
         assert n["local_only_differs"] > 1e-3
 
 
+def test_random_sizes_and_unequal_shards(reports):
+    for n in _case(reports, "random_shards"):
+        for key in ("sinkhorn", "center", "clip_logits", "clip_loss", "clip_grads"):
+            assert n[key] < EXACT, (key, n[key])
+
+
 def test_dinov2_ibot_weighting_and_koleo_per_rank(reports):
     for n in _case(reports, "dinov2"):
         assert n["ibot_mean_vs_global"] < EXACT  # unequal shards: rank-mean = global iBOT
@@ -158,3 +168,13 @@ def test_cupy_arrays_through_the_collectives(reports):
         assert all(n["types"]), n["types"]
         for key in ("all_reduce", "all_gather", "broadcast", "all_gather_grad", "clip_loss"):
             assert n[key] < EXACT, (key, n[key])
+
+
+def test_an_uncaught_exception_on_one_rank_ends_the_run(tmp_path):
+    """Rank 1 raises while rank 0 waits in a barrier: the run must end (MPI_Abort), with the
+    error shown, instead of hanging until the timeout."""
+    start = time.perf_counter()
+    proc = _launch(tmp_path, ["uncaught"], timeout=60)
+    assert proc.returncode != 0
+    assert "RuntimeError: uncaught on rank 1" in proc.stdout + proc.stderr
+    assert time.perf_counter() - start < 30
