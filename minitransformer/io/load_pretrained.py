@@ -50,7 +50,8 @@ the shapes: the head count (width / 64 in all these families, unless ``config.js
 ``num_heads=`` says otherwise), LayerNorm eps (1e-6 for the ViT families, 1e-5 for CLIP,
 ``config.json``'s ``layer_norm_eps`` or 1e-12 for BERT) and, for CLIP, the activation, which
 must be given: ``act="quick_gelu"`` for OpenAI's weights, ``act="gelu"`` for most open_clip
-LAION models. Every configuration field can be overridden by keyword.
+LAION models (the same for a CLIP image tower in timm's layout, told by its ``norm_pre``; its
+eps is 1e-5). Every configuration field can be overridden by keyword.
 """
 
 from __future__ import annotations
@@ -320,8 +321,14 @@ def _vit_fields(sd: dict[str, np.ndarray], family: str, overrides: dict[str, Any
     )
     if regs is not None:
         fields["num_register_tokens"] = regs.shape[1]
-    if "norm_pre.weight" in sd:
+    if "norm_pre.weight" in sd:  # a CLIP image tower in timm's layout (timm: pre_norm=True)
         fields["pre_norm"] = True
+        fields["eps"] = 1e-5  # timm's CLIP towers: torch's LayerNorm default, as OpenAI's
+        if "act" not in overrides:
+            raise PretrainedLoadError(
+                f"load_pretrained({family}): norm_pre marks a CLIP image tower (timm's "
+                "pre_norm), whose MLP activation is not in the weights: pass act='quick_gelu' "
+                "for OpenAI's CLIP weights or act='gelu' for most LAION / open_clip ones")
     if family == "dinov2":
         fields["mask_token"] = "mask_token" in sd
     if family == "timm-vit" or (family == "dinov2" and regs is not None):

@@ -442,3 +442,15 @@ def test_any_bert_shape_and_padding_matches_the_numpy_forward(D, heads, depth, T
     _close(model.forward_tokens(ids, attention_mask=mask, token_type_ids=types), x)
     _close(model.pooled(ids, attention_mask=mask, token_type_ids=types), pooled)
     _close(model.mlm_logits(ids, attention_mask=mask, token_type_ids=types), logits)
+
+
+def test_timm_clip_image_tower_asks_for_act_and_uses_eps_1e5(rng):
+    sd = tl.vit_state_dict(rng, pre_norm=True, heads_classes=8)
+    del sd["patch_embed.proj.bias"]  # CLIP's conv1 has no bias
+    with pytest.raises(PretrainedLoadError, match="norm_pre marks a CLIP image tower.*act="):
+        load_pretrained(sd, num_heads=2)
+    model = load_pretrained(sd, num_heads=2, act="gelu", **F64)
+    assert model.cfg.pre_norm and not model.cfg.patch_bias and model.cfg.eps == 1e-5
+    img = rng.standard_normal((2, 3, 12, 12))
+    cls = tl.vit_forward(sd, img, heads=2, eps=1e-5)[0]
+    _close(model(img), cls @ sd["head.weight"].T + sd["head.bias"])
