@@ -48,13 +48,14 @@ CUDA-aware) each collective stages through host memory: a device-to-host copy, t
 on NumPy buffers, a host-to-device copy. Say which with ``init(cuda_aware=True)`` or
 ``MINITRANSFORMER_MPI_CUDA_AWARE=1``; ``cuda_aware()`` reports the choice. NCCL (through
 ``cupy.cuda.nccl``) is faster on several GPUs but is not wired here. What has run where:
-the MPI collectives have been tested with 2 ranks on CPUs; CuPy arrays through the staging
-path in a single process.
+2 ranks on one machine's CPUs (MPICH from the ``mpich`` wheel), with NumPy arrays and with
+the CuPy stand-in of the test suite (the host-staging path); neither a real GPU nor the
+CUDA-aware path has run yet.
 
 **Errors.** An uncaught exception on one rank aborts every rank (``MPI_Abort``, as
 ``python -m mpi4py`` does) instead of leaving the others waiting. A collective must be
-called by every rank, in the same order, with arrays of the
-same dtype and (for ``all_reduce``) shape; otherwise MPI hangs or reads garbage. So
+called by every rank, in the same order, with arrays of the same dtype and (for
+``all_reduce``) shape; otherwise MPI hangs or reads garbage. So
 ``all_reduce`` and ``all_gather`` first exchange a small description of every rank's array
 (one extra tiny all-gather; ``check=False`` skips it when the caller knows the shapes agree,
 e.g. fixed gradient buckets) and *every* rank raises the same ``ValueError`` on a mismatch.
@@ -135,11 +136,11 @@ def _mpi() -> Any:
     return MPI
 
 
-def init(backend_name: str = "auto", *, cuda_aware: bool | None = None,
+def init(backend: str = "auto", *, cuda_aware: bool | None = None,
          comm: Any = None) -> None:
     """Choose the world explicitly (otherwise the first collective does, from the environment).
 
-    ``backend_name``: ``"auto"`` (MPI when a launcher says W > 1, else a single process),
+    ``backend``: ``"auto"`` (MPI when a launcher says W > 1, else a single process),
     ``"mpi"`` (mpi4py's ``COMM_WORLD``, or ``comm`` if given; a world of one is fine) or
     ``"none"`` (a single process whatever the environment says). ``cuda_aware``: pass CuPy
     buffers to MPI directly (True) or stage them through the host (False); default: the
@@ -148,10 +149,10 @@ def init(backend_name: str = "auto", *, cuda_aware: bool | None = None,
     """
     global _world
     aware = _env_cuda_aware() if cuda_aware is None else bool(cuda_aware)
-    if backend_name == "none":
+    if backend == "none":
         _world = _World(None, aware)
         return
-    if backend_name == "auto":
+    if backend == "auto":
         size = _launcher_size()
         if comm is None and (size is None or size <= 1):
             _world = _World(None, aware)
@@ -163,12 +164,11 @@ def init(backend_name: str = "auto", *, cuda_aware: bool | None = None,
                 f"distributed: launched as one of {size} MPI processes, but mpi4py is not "
                 f"installed: {DIST_EXTRA_HINT}"
             ) from e
-    elif backend_name == "mpi":
+    elif backend == "mpi":
         MPI = _mpi()
     else:
         raise ValueError(
-            f"distributed.init: backend_name must be 'auto', 'mpi' or 'none', got "
-            f"{backend_name!r}"
+            f"distributed.init: backend must be 'auto', 'mpi' or 'none', got {backend!r}"
         )
     _world = _World(comm if comm is not None else MPI.COMM_WORLD, aware)
     if _world.size > 1:

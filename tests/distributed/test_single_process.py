@@ -109,7 +109,7 @@ def test_errors_name_the_problem():
         dist.broadcast(np.ones(2), root=1)
     with pytest.raises(ValueError, match="the root must give an array, got None"):
         dist.broadcast(None)
-    with pytest.raises(ValueError, match="backend_name must be 'auto', 'mpi' or 'none'"):
+    with pytest.raises(ValueError, match="backend must be 'auto', 'mpi' or 'none'"):
         dist.init("nccl")
 
 
