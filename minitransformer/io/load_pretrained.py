@@ -49,9 +49,11 @@ patch), width, depth (block count), MLP ratio, qkv bias, layer scale, registers,
 the shapes: the head count (width / 64 in all these families, unless ``config.json`` or
 ``num_heads=`` says otherwise), LayerNorm eps (1e-6 for the ViT families, 1e-5 for CLIP,
 ``config.json``'s ``layer_norm_eps`` or 1e-12 for BERT) and, for CLIP, the activation, which
-must be given: ``act="quick_gelu"`` for OpenAI's weights, ``act="gelu"`` for most open_clip
-LAION models (the same for a CLIP image tower in timm's layout, told by its ``norm_pre``; its
-eps is 1e-5). Every configuration field can be overridden by keyword.
+must be given unless an ``open_clip_config.json`` beside the weights says it (its
+``model_cfg.quick_gelu``; it also gives the head counts): ``act="quick_gelu"`` for OpenAI's
+weights, ``act="gelu"`` for most open_clip LAION models (the same for a CLIP image tower in
+timm's layout, told by its ``norm_pre``; its eps is 1e-5). Every configuration field can be
+overridden by keyword.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ __all__ = ["FAMILIES", "PretrainedLoadError", "detect_family", "load_pretrained"
 FAMILIES = ("timm-vit", "dino", "dinov2", "open_clip", "hf-bert")
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".tar")
 _WEIGHT_FILES = ("model.safetensors", "open_clip_model.safetensors")
+_CONFIG_FILES = ("config.json", "open_clip_config.json")
 
 _CONVERT_SNIPPET = """\
     import torch
@@ -128,14 +131,25 @@ def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
             "save them as float32 first)") from e
 
 
-def read_state_dict(source: Any) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
-    """The checkpoint's arrays (torch layout) and its ``config.json`` (or None).
+def _read_config(folder: Path) -> dict[str, Any] | None:
+    """``config.json`` (HF) or ``open_clip_config.json`` (open_clip's hub folders) in a
+    folder, or None."""
+    for name in _CONFIG_FILES:
+        if (folder / name).is_file():
+            return json.loads((folder / name).read_text())
+    return None
 
-    ``source``: a ``.safetensors`` file (with the ``config.json`` beside it, if any); a folder
+
+def read_state_dict(source: Any) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """The checkpoint's arrays (torch layout) and its configuration (or None):
+    ``config.json`` (HF) or ``open_clip_config.json`` (open_clip), parsed.
+
+    ``source``: a ``.safetensors`` file (with the configuration beside it, if any); a folder
     holding ``model.safetensors`` (or open_clip's ``open_clip_model.safetensors``, or the
-    shards a ``model.safetensors.index.json`` lists) and, for HF models, ``config.json``; or a
-    dict of arrays (NumPy, CuPy or Tensors; copied to NumPy). A ``.pth`` / ``.pt`` / ``.bin``
-    file (or a folder holding only one) raises an error that shows how to convert it."""
+    shards a ``model.safetensors.index.json`` lists) and, for HF / open_clip hub folders, the
+    configuration file; or a dict of arrays (NumPy, CuPy or Tensors; copied to NumPy). A
+    ``.pth`` / ``.pt`` / ``.bin`` file (or a folder holding only one) raises an error that
+    shows how to convert it."""
     if isinstance(source, dict):
         out = {}
         for k, v in source.items():
@@ -156,12 +170,8 @@ def read_state_dict(source: Any) -> tuple[dict[str, np.ndarray], dict[str, Any] 
             raise _torch_file_error(path)
         if path.suffix != ".safetensors":
             raise PretrainedLoadError(f"load_pretrained: {path} is not a .safetensors file")
-        sibling = path.parent / "config.json"  # a HF folder's weights given as a file
-        config = json.loads(sibling.read_text()) if sibling.is_file() else None
-        return _load_safetensors(path), config
-    config = None
-    if (path / "config.json").is_file():
-        config = json.loads((path / "config.json").read_text())
+        return _load_safetensors(path), _read_config(path.parent)  # the config beside it
+    config = _read_config(path)
     for name in _WEIGHT_FILES:
         if (path / name).is_file():
             return _load_safetensors(path / name), config
@@ -406,14 +416,35 @@ def _build_dino_training(sd: dict[str, np.ndarray], overrides: dict[str, Any]
 
 
 # ---------------------------------------------------------------------------- CLIP
-def _build_clip(sd: dict[str, np.ndarray], overrides: dict[str, Any]
-                ) -> tuple[Module, Converted]:
+def _open_clip_settings(config: dict[str, Any] | None, sd: dict[str, np.ndarray]
+                        ) -> dict[str, Any]:
+    """What an ``open_clip_config.json`` says that the weights cannot: the activation
+    (``model_cfg.quick_gelu``, False by default as open_clip's ``CLIP``) and the head counts
+    (open_clip's ``CLIPVisionCfg.head_width`` 64 and ``CLIPTextCfg.heads`` 8 by default,
+    open_clip src/open_clip/model.py). Empty without such a file."""
+    model_cfg = (config or {}).get("model_cfg")
+    if not isinstance(model_cfg, dict):
+        return {}
+    vision, text = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+    width = sd["visual.conv1.weight"].shape[0] if "visual.conv1.weight" in sd else None
+    out = {"act": "quick_gelu" if model_cfg.get("quick_gelu", False) else "gelu",
+           "text_num_heads": text.get("heads", 8)}
+    if width is not None:
+        out["vision_num_heads"] = width // vision.get("head_width", 64)
+    return out
+
+
+def _build_clip(sd: dict[str, np.ndarray], config: dict[str, Any] | None,
+                overrides: dict[str, Any]) -> tuple[Module, Converted]:
     where = "open_clip"
+    for k, v in _open_clip_settings(config, sd).items():
+        if k not in overrides and not (k.endswith("num_heads") and "num_heads" in overrides):
+            overrides[k] = v
     if "act" not in overrides:
         raise PretrainedLoadError(
-            "load_pretrained(open_clip): the MLP activation is not in the weights; pass "
-            "act='quick_gelu' for OpenAI's CLIP weights (and open_clip's *-quickgelu models) "
-            "or act='gelu' for most open_clip LAION models")
+            "load_pretrained(open_clip): the MLP activation is not in the weights (and no "
+            "open_clip_config.json says it); pass act='quick_gelu' for OpenAI's CLIP weights "
+            "(and open_clip's *-quickgelu models) or act='gelu' for most open_clip LAION models")
     if any(k.startswith("visual.trunk.") for k in sd):
         raise PretrainedLoadError(
             "load_pretrained(open_clip): visual.trunk.* is a timm image tower inside open_clip, "
@@ -602,7 +633,7 @@ def load_pretrained(source: Any, family: str | None = None, *, dtype: Any = None
             f"{why}{hint}")
     overrides = dict(overrides)
     if family == "open_clip":
-        model, conv = _build_clip(sd, overrides)
+        model, conv = _build_clip(sd, config, overrides)
     elif family == "hf-bert":
         model, conv = _build_bert(sd, config, overrides)
     elif family == "dino" and any(k.startswith("head.") for k in sd):

@@ -454,3 +454,23 @@ def test_timm_clip_image_tower_asks_for_act_and_uses_eps_1e5(rng):
     img = rng.standard_normal((2, 3, 12, 12))
     cls = tl.vit_forward(sd, img, heads=2, eps=1e-5)[0]
     _close(model(img), cls @ sd["head.weight"].T + sd["head.bias"])
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_open_clip_config_json_gives_act_and_heads(rng, tmp_path, quick):
+    sd = tl.clip_state_dict(rng, W=32, Wt=32)
+    save_file(sd, str(tmp_path / "open_clip_model.safetensors"))
+    model_cfg = {"embed_dim": 8, "vision_cfg": {"width": 32, "head_width": 8},
+                 "text_cfg": {"width": 32, "heads": 2}}
+    if quick:
+        model_cfg["quick_gelu"] = True  # absent = False, open_clip's CLIP default
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    model = load_pretrained(tmp_path, **F64)
+    assert (model.visual.cfg.num_heads, model.text.cfg.num_heads) == (4, 2)
+    assert model.text.cfg.act == ("quick_gelu" if quick else "gelu")
+    ids = np.array([[1, 5, 19, 0, 0, 0, 0]])
+    act = tl.quick_gelu if quick else tl.gelu
+    _close(model.encode_text(ids), tl.clip_encode_text(sd, ids, heads=2, act=act))
+    img = rng.standard_normal((1, 3, 8, 8))
+    _close(model.encode_image(img), tl.clip_encode_image(sd, img, heads=4, act=act))
+    assert load_pretrained(tmp_path, act="gelu", num_heads=4).text.cfg.num_heads == 4
