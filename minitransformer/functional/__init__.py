@@ -30,6 +30,11 @@ GELU run as loops compiled by Numba when it is installed (``pip install
 "minitransformer[fast]"``, ``numba_kernels.py``); ``use_numba(False)`` switches to their NumPy
 calls, and ``numba_kernels_for(array)`` says which one an array gets.
 
+Data checks: ``cross_entropy`` (targets), ``getitem`` (integer index bounds) and
+``nn.Embedding`` (ids) check the values of their inputs, on by default; on a GPU each check
+is a device-to-host read, so a training loop that validated its data once runs its steps
+inside ``use_data_checks(False)`` (``checks.py``; the CPU keeps its checks, which are free).
+
 Raw-array helpers used by the fused ops: ``sum_keepdims``, ``dot_keepdims``, ``sum_to_shape``.
 """
 
@@ -51,6 +56,7 @@ from .attention import (
     scaled_dot_product_attention,
     scaled_dot_product_attention_composed,
 )
+from .checks import check_values, data_checks_enabled, use_data_checks
 from .dropout import bernoulli_keep_mask, dropout
 from .elementwise import (
     abs,
@@ -109,8 +115,9 @@ from .shape import (
 )
 
 __all__ = [
-    "abs", "add", "astype", "bernoulli_keep_mask", "broadcast_to", "causal_mask", "clip", "concat",
-    "cross_entropy", "cross_entropy_composed", "div", "dot_keepdims", "dropout", "erf", "exp",
+    "abs", "add", "astype", "bernoulli_keep_mask", "broadcast_to", "causal_mask", "check_values",
+    "clip", "concat", "cross_entropy", "cross_entropy_composed", "data_checks_enabled", "div",
+    "dot_keepdims", "dropout", "erf", "exp",
     "expand", "flatten", "gelu", "gelu_composed", "getitem", "is_fused", "layer_norm",
     "layer_norm_composed", "linear", "log", "log_softmax", "log_softmax_composed", "logsumexp",
     "logsumexp_composed", "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "neg",
@@ -118,5 +125,6 @@ __all__ = [
     "scaled_dot_product_attention", "scaled_dot_product_attention_composed", "sigmoid",
     "soft_cross_entropy", "soft_cross_entropy_composed", "softmax", "softmax_composed", "split",
     "sqrt", "squeeze", "stack", "sub", "sum", "sum_keepdims", "sum_to", "sum_to_shape", "swapaxes",
-    "tanh", "to_device", "transpose", "unsqueeze", "use_fused", "use_numba", "var", "where"
+    "tanh", "to_device", "transpose", "unsqueeze", "use_data_checks", "use_fused", "use_numba",
+    "var", "where"
 ]

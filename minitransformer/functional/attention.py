@@ -36,10 +36,16 @@ def causal_mask(T: int, device: Any = None) -> Any:
 
 
 def padding_mask(lengths: Any, T: int, device: Any = None) -> Any:
-    """Boolean (B, 1, 1, T) mask, True at the keys that are real tokens (position < length)."""
+    """Boolean (B, 1, 1, T) mask, True at the keys that are real tokens (position < length).
+
+    ``lengths`` (B,): a Tensor, an array on any device, or a list; moved to ``device`` only
+    when it lives elsewhere (no round trip through the host for lengths already there)."""
     dev = backend.as_device(device)
     xp = dev.xp
-    lengths = backend.to_device(backend.to_numpy(lengths), dev)  # (B,)
+    lengths = lengths.data if isinstance(lengths, Tensor) else lengths
+    if not hasattr(lengths, "dtype"):
+        lengths = np.asarray(lengths)
+    lengths = backend.to_device(lengths, dev)  # (B,)
     return (xp.arange(T)[None, :] < lengths[:, None])[:, None, None, :]
 
 

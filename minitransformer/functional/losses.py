@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from . import reduction as R
 from .activation import log_softmax_composed, softmax_rows
+from .checks import check_values, use_data_checks
 from .fusion import is_fused
 from .reduction import dot_keepdims, sum_keepdims
 from .shape import getitem
@@ -56,7 +59,8 @@ def _check_targets(logits: Any, target: Any, ignore_index: int, reduction: str) 
             f"{tuple(z.shape)} dtype {z.dtype}"
         )
     xp = get_array_module(z)
-    t = xp.asarray(t)
+    if not hasattr(t, "dtype"):  # a list or a scalar: host data
+        t = np.asarray(t)
     if t.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class ids, got dtype {t.dtype}")
     if tuple(t.shape) != tuple(z.shape[:-1]):
@@ -71,13 +75,14 @@ def _check_targets(logits: Any, target: Any, ignore_index: int, reduction: str) 
             f"cross_entropy: logits of shape {tuple(z.shape)} {what}; a loss needs at least "
             "one row and one class"
         )
-    bad = (t != ignore_index) & ((t < 0) | (t >= K))
-    if bool(bad.any()):
-        raise ValueError(
-            f"cross_entropy: target values must be in [0, {K}) or ignore_index={ignore_index}, "
-            f"got {int(t[bad].reshape(-1)[0])}"
-        )
-    return t
+    if check_values(t):  # where the targets are: free on the host, one read on a GPU
+        bad = (t != ignore_index) & ((t < 0) | (t >= K))
+        if bool(bad.any()):
+            raise ValueError(
+                f"cross_entropy: target values must be in [0, {K}) or "
+                f"ignore_index={ignore_index}, got {int(t[bad].reshape(-1)[0])}"
+            )
+    return xp.asarray(t)  # on the logits' device (a copy only for host targets)
 
 
 def cross_entropy_composed(logits: Any, target: Any, ignore_index: int = -100,
@@ -92,14 +97,16 @@ def cross_entropy_composed(logits: Any, target: Any, ignore_index: int = -100,
     t_flat = t.reshape(-1)  # (N,)
     keep = t_flat != ignore_index
     safe_t = xp.where(keep, t_flat, 0)  # any valid class at ignored rows; masked below
-    picked = getitem(logp, (xp.arange(t_flat.shape[0]), safe_t))  # (N,) log p of the target
+    with use_data_checks(False):  # the targets were checked above: no second read
+        picked = getitem(logp, (xp.arange(t_flat.shape[0]), safe_t))  # (N,) log p of target
     nll = -picked * keep.astype(z.dtype)
     if reduction == "none":
         return nll.reshape(t.shape)
     total = R.sum(nll)
     if reduction == "sum":
         return total
-    return total / max(int(keep.sum()), 1)
+    n_kept = xp.maximum(keep.sum(), 1).astype(z.dtype)  # stays on the device: no sync
+    return total / n_kept
 
 
 class CrossEntropy(Function):
@@ -151,6 +158,11 @@ def cross_entropy(logits: Any, target: Any, ignore_index: int = -100, reduction:
     Shapes: logits (..., K), target (...) integers in [0, K) or ``ignore_index``.
     ``reduction``: "mean" (over kept rows; 0 when none is kept), "sum" or "none" (per row, 0 at
     ignored rows).
+
+    Target values are checked (a ValueError naming the first bad one): on the host always,
+    on a GPU (one device-to-host read per call) unless inside ``F.use_data_checks(False)``,
+    which a training loop uses once it has validated its dataset; an unchecked out-of-range
+    target on a GPU gives a wrong loss, not an error (see ``checks.py``).
 
     Edge cases, decided by shape first, then by data:
 

@@ -12,6 +12,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
+from .checks import check_values
 from .reduction import sum_to_shape
 
 __all__ = [
@@ -218,7 +219,9 @@ def _check_integer_indices(shape: tuple[int, ...], index: Any) -> None:
 
     NumPy raises on its own, but CuPy wraps an out-of-range index around silently (its
     kernels do not check), so the check is made here, the same on both devices: one reduction
-    per integer array, and on a GPU one device-to-host read of the combined result."""
+    per integer array, and on a GPU one device-to-host read of the combined result. Inside
+    ``F.use_data_checks(False)`` device index arrays are not checked (no read): the caller
+    has validated them (see ``checks.py``)."""
     def is_mask(p: Any) -> bool:
         return getattr(getattr(p, "dtype", None), "kind", "") == "b"
 
@@ -233,7 +236,8 @@ def _check_integer_indices(shape: tuple[int, ...], index: Any) -> None:
             axis += len(shape) - consumed
             continue
         dtype = getattr(p, "dtype", None)
-        if dtype is not None and dtype.kind in "iu" and p.size and axis < len(shape):
+        if (dtype is not None and dtype.kind in "iu" and p.size and axis < len(shape)
+                and check_values(p)):
             n = shape[axis]
             out = ((p < -n) | (p >= n)).any()  # a device scalar on a GPU: no read yet
             bad = out if bad is None else bad | out
@@ -277,6 +281,9 @@ def getitem(x: Any, index: Any) -> Tensor:
     """``x[index]`` with basic (slices, ints, None, ...) and integer/boolean-array indexing.
 
     The backward scatters the gradient back; an index that repeats accumulates its gradients.
+    Integer index arrays are bounds-checked (IndexError naming the axis and the values): on
+    the host always, on a GPU (one device-to-host read) unless inside
+    ``F.use_data_checks(False)``, where CuPy would wrap an out-of-range index around.
     """
     return GetItem(index)(x)
 

@@ -44,6 +44,10 @@ class Embedding(Module):
     (repeated ids accumulate). Init ``normal(std=0.02)`` as CLIP's ``token_embedding``.
 
     Shapes: ids (...) integer -> y (..., dim); weight (num, dim).
+
+    The ids are checked to lie in [0, num) (a ValueError naming the range found): on the host
+    always, on a GPU (one device-to-host read per call) unless inside
+    ``F.use_data_checks(False)``, which a training loop uses once its data is validated.
     """
 
     def __init__(self, num_embeddings: int, dim: int):
@@ -58,12 +62,14 @@ class Embedding(Module):
             idx = np.asarray(idx)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"Embedding: ids must be integers, got dtype {idx.dtype}")
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
-            raise ValueError(
-                f"Embedding: ids must be in [0, {self.num_embeddings}), got values in "
-                f"[{int(idx.min())}, {int(idx.max())}]"
-            )
-        return F.getitem(self.weight, idx)  # (..., dim)
+        if idx.size and F.check_values(idx):  # free on the host; one read on a GPU
+            if bool(((idx < 0) | (idx >= self.num_embeddings)).any()):
+                raise ValueError(
+                    f"Embedding: ids must be in [0, {self.num_embeddings}), got values in "
+                    f"[{int(idx.min())}, {int(idx.max())}]"
+                )
+        with F.use_data_checks(False):  # checked just above: getitem need not read them again
+            return F.getitem(self.weight, idx)  # (..., dim)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.dim}"
