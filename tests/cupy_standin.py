@@ -323,6 +323,8 @@ def _promote_scalars(inputs: tuple) -> tuple:
 
 
 _PROMOTING = frozenset({"where", "clip"})  # CuPy implements these as ufuncs too
+_COMPARISONS = frozenset({"greater", "greater_equal", "less", "less_equal", "equal",
+                          "not_equal"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,6 +358,9 @@ class ndarray:  # noqa: N801 - CuPy's name
         raise TypeError(_IMPLICIT)
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        if ufunc.__name__ in _COMPARISONS:  # a NumPy scalar's comparison sends a 0-d array:
+            inputs = tuple(x.item() if isinstance(x, np.ndarray) and x.ndim == 0 else x
+                           for x in inputs)  # CuPy reads it as a scalar (numpy/numpy#12142)
         for x in inputs:
             if not isinstance(x, (ndarray, *_SCALARS)):
                 raise TypeError(f"Unsupported type {type(x)} (operand of {ufunc.__name__}: "

@@ -435,7 +435,13 @@ def tensor(data: Any, requires_grad: bool = False, device: Any = None, dtype: An
 
 def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
     """Wrap an input of an op: Tensors pass through; arrays are wrapped (no grad); Python
-    scalars take the dtype and device of ``like`` so ``x * 0.5`` keeps float32."""
+    scalars take the dtype and device of ``like`` so ``x * 0.5`` keeps float32.
+
+    A scalar made here is a 0-d array on ``like``'s device: on a GPU, an allocation and a
+    host-to-device copy per call. The operators and the element-wise wrappers (``x * 0.5``,
+    ``F.add``, ``F.where``, ...) therefore keep a number as a host scalar for floating
+    tensors (``functional.elementwise.WithScalar``) and never get here with one; this is the
+    path of a Function called with a number directly and of integer tensors."""
     if isinstance(x, Tensor):
         return x
     if _is_array(x):

@@ -22,7 +22,7 @@ from . import reduction as R
 from . import shape as S
 from .blocks import row_spans, run_blocks
 from .fusion import is_fused, numba_kernels_for
-from .reduction import dot_keepdims, sum_keepdims
+from .reduction import dot_keepdims, ones_vector, sum_keepdims
 
 __all__ = [
     "gelu", "gelu_composed", "log_softmax", "log_softmax_composed", "logsumexp",
@@ -285,7 +285,7 @@ def softmax_rows(x: Any, out: Any, lse: Any = None) -> None:
     D = x.shape[-1]
     x2, y2 = x.reshape(-1, D), out.reshape(-1, D)  # (rows, D) views
     lse1 = lse.reshape(-1) if lse is not None else None  # (rows,) view
-    ones = xp.ones(D, dtype=x.dtype)  # row sums as one GEMV per block
+    ones = ones_vector(xp, D, x.dtype)  # row sums as one GEMV per block (a cached vector)
     compiled = numba_kernels_for(x)
 
     def kernel(i: int, lo: int, hi: int) -> None:
@@ -314,7 +314,7 @@ def softmax_rows_backward(gy: Any, y: Any, out: Any) -> None:
     xp = get_array_module(y)
     D = y.shape[-1]
     g2, y2, o2 = gy.reshape(-1, D), y.reshape(-1, D), out.reshape(-1, D)  # (rows, D) views
-    ones = xp.ones(D, dtype=y.dtype)
+    ones = ones_vector(xp, D, y.dtype)  # cached, not made per call
     compiled = numba_kernels_for(y)
 
     def kernel(i: int, lo: int, hi: int) -> None:

@@ -3,13 +3,22 @@ each input's shape with ``sum_to_shape``.
 
 Each op is a Function on raw arrays plus a lowercase wrapper. Where the derivative is
 cheaper from the output (exp, tanh, sigmoid, sqrt) the output is saved instead of the input.
+
+A number operand (``x * 0.5``, ``1 - x``, ``x ** 2``, ``where(m, x, 0.0)``) stays a number:
+the wrapper runs the op through ``WithScalar``, which hands it to NumPy/CuPy as a host
+scalar of the tensor's float dtype. CuPy passes scalars to its kernels as arguments, so a
+number costs no device array and no host-to-device copy per call, and the result keeps the
+tensor's dtype (float32 stays float32; see ``scalar_operand``).
 """
 
 from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
@@ -19,8 +28,8 @@ from .reduction import sum_to_shape
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 __all__ = [
-    "abs", "add", "clip", "div", "erf", "exp", "log", "maximum", "minimum", "mul", "neg",
-    "pow", "sigmoid", "sqrt", "sub", "tanh", "where",
+    "WithScalar", "abs", "add", "clip", "div", "erf", "exp", "log", "maximum", "minimum", "mul",
+    "neg", "pow", "scalar_operand", "sigmoid", "sqrt", "sub", "tanh", "where",
 ]
 
 
@@ -109,7 +118,8 @@ class Pow(Function):
         if self.needs_input_grad[0]:
             ga = sum_to_shape(gy * b * a ** (b - 1), a.shape)
         if self.needs_input_grad[1]:
-            gb = sum_to_shape(gy * y * xp.log(a), b.shape)
+            log_a = np.log(a) if isinstance(a, np.generic) else xp.log(a)  # a: maybe a number
+            gb = sum_to_shape(gy * y * log_a, b.shape)
         return ga, gb
 
 
@@ -155,39 +165,95 @@ def _split_by_weight(gy: Any, wa: Any, sa: tuple[int, ...], sb: tuple[int, ...],
     return ga, gb
 
 
+# ---------------------------------------------------------------------------- number operands
+_NUMBERS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+def scalar_operand(c: Any, x: Tensor) -> Any:
+    """The number ``c`` as the other operand of an op on the floating tensor ``x``: a host
+    scalar of x's dtype, so ``x * 0.5`` and ``x * np.float64(0.5)`` stay float32 on NumPy 2
+    and on CuPy 13 and 14 alike (a scalar of the array's own dtype never widens it, under
+    either promotion rule)."""
+    return x.dtype.type(c)
+
+
+class WithScalar(Function):
+    """A binary op with one operand a number $c$: $y = f(x, c)$ or $y = f(c, x)$.
+
+    The number stays a host scalar: the wrapped op's forward and backward get it in place of
+    an array (a NumPy scalar has ``.shape == ()`` and ``.dtype``, so the same code serves),
+    and NumPy/CuPy pass it to the kernel as an argument. Only $x$ is an input of the graph;
+    its gradient is the wrapped op's gradient for that side. Shown as the wrapped op (``Mul``,
+    ``Add``, ...) in graphs and errors."""
+
+    def __init__(self, op: Function, c: Any, position: int):
+        self.op, self.c, self.position = op, c, position  # position: where c goes, 0 or 1
+
+    @property
+    def name(self) -> str:
+        return self.op.name
+
+    def forward(self, x: Any) -> Any:
+        self.op.recording = self.recording
+        return self.op.forward(*((x, self.c) if self.position == 1 else (self.c, x)))
+
+    def backward(self, gy: Any) -> Any:
+        need = (self.needs_input_grad[0], False)  # (x, c)
+        self.op.needs_input_grad = need if self.position == 1 else need[::-1]
+        grads = self.op.backward(gy)
+        return (grads[1 - self.position],)
+
+    def release(self) -> None:
+        super().release()
+        self.op.release()
+
+
+def _binary(make: Callable[[], Function], a: Any, b: Any) -> Tensor:
+    """``make()(a, b)``, or through ``WithScalar`` when one side is a number and the other a
+    floating Tensor (the number is never made into a device array). A number with an integer
+    or boolean tensor (ids + 1, rare and outside training steps) becomes a 0-d array of
+    NumPy's default type for it, as any non-Tensor operand (``autograd.as_tensor``)."""
+    if isinstance(b, _NUMBERS) and isinstance(a, Tensor) and a.dtype.kind == "f":
+        return WithScalar(make(), scalar_operand(b, a), 1)(a)
+    if isinstance(a, _NUMBERS) and isinstance(b, Tensor) and b.dtype.kind == "f":
+        return WithScalar(make(), scalar_operand(a, b), 0)(b)
+    return make()(a, b)
+
+
 def add(a: Any, b: Any) -> Tensor:
-    """$y = a + b$ (broadcasting). Shapes: broadcast(a, b)."""
-    return Add()(a, b)
+    """$y = a + b$ (broadcasting). Shapes: broadcast(a, b). A number operand stays a scalar
+    (no device array; the tensor's dtype kept), as in every binary op here."""
+    return _binary(Add, a, b)
 
 
 def sub(a: Any, b: Any) -> Tensor:
     """$y = a - b$ (broadcasting)."""
-    return Sub()(a, b)
+    return _binary(Sub, a, b)
 
 
 def mul(a: Any, b: Any) -> Tensor:
     """$y = a \\odot b$ (broadcasting)."""
-    return Mul()(a, b)
+    return _binary(Mul, a, b)
 
 
 def div(a: Any, b: Any) -> Tensor:
     """$y = a / b$ (broadcasting)."""
-    return Div()(a, b)
+    return _binary(Div, a, b)
 
 
 def pow(a: Any, b: Any) -> Tensor:  # noqa: A001
     """$y = a^b$ (broadcasting). The gradient with respect to b needs a > 0."""
-    return Pow()(a, b)
+    return _binary(Pow, a, b)
 
 
 def maximum(a: Any, b: Any) -> Tensor:
     """$y = \\max(a, b)$ element-wise (broadcasting)."""
-    return Maximum()(a, b)
+    return _binary(Maximum, a, b)
 
 
 def minimum(a: Any, b: Any) -> Tensor:
     """$y = \\min(a, b)$ element-wise (broadcasting)."""
-    return Minimum()(a, b)
+    return _binary(Minimum, a, b)
 
 
 # ---------------------------------------------------------------------------- unary
@@ -307,14 +373,18 @@ class Clip(Function):
         return get_array_module(x).clip(x, self.low, self.high)
 
     def backward(self, gy: Any) -> Any:
-        # gx = gy where low <= x <= high, else 0
+        # gx = gy where low <= x <= high, else 0: a where, not a boolean assignment (whose
+        # data-dependent shape would make CuPy read the mask's count on the host)
         (x,) = self.saved
-        gx = gy.copy()
+        xp = get_array_module(x)
+        outside = None
         if self.low is not None:
-            gx[x < self.low] = 0
+            outside = x < self.low
         if self.high is not None:
-            gx[x > self.high] = 0
-        return gx
+            outside = x > self.high if outside is None else outside | (x > self.high)
+        if outside is None:
+            return gy
+        return xp.where(outside, gy.dtype.type(0), gy)
 
 
 def neg(x: Any) -> Tensor:
@@ -384,7 +454,7 @@ class Where(Function):
     def backward(self, gy: Any) -> Any:
         # ga = gy where condition, gb = gy elsewhere; each summed back to its input's shape
         xp = get_array_module(gy)
-        zero = xp.zeros((), dtype=gy.dtype)
+        zero = gy.dtype.type(0)  # a host scalar of gy's dtype: a kernel argument, no array
         sa, sb = self.shapes
         need = self.needs_input_grad
         ga = sum_to_shape(xp.where(self.condition, gy, zero), sa) if need[0] else None
@@ -400,4 +470,4 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     cond = xp.asarray(cond)
     if cond.dtype != bool:
         raise TypeError(f"where: the condition must be boolean, got dtype {cond.dtype}")
-    return Where(cond)(a, b)
+    return _binary(lambda: Where(cond), a, b)

@@ -10,6 +10,7 @@ from . import elementwise as E
 from . import reduction as R
 from .blocks import row_spans, run_blocks
 from .fusion import is_fused, numba_kernels_for
+from .reduction import ones_vector
 
 __all__ = ["layer_norm", "layer_norm_composed", "normalize"]
 
@@ -70,7 +71,7 @@ class LayerNorm(Function):
             w = weight if weight is not None else xp.ones(D, dtype=x.dtype)
             b = bias if bias is not None else xp.zeros(D, dtype=x.dtype)
 
-        ones = xp.ones(D, dtype=x.dtype)  # row sums as GEMVs: (n, D) @ (D,) -> (n,)
+        ones = ones_vector(xp, D, x.dtype)  # row sums as GEMVs: (n, D) @ (D,) -> (n,)
 
         def kernel(i: int, lo: int, hi: int) -> None:
             xb, yb, mu, r = x2[lo:hi], y[lo:hi], mean[lo:hi], rstd[lo:hi]
@@ -121,7 +122,7 @@ class LayerNorm(Function):
         gw_parts = xp.zeros((len(spans), D), dtype=x2.dtype) if want_gw else None
         gb_parts = xp.zeros((len(spans), D), dtype=x2.dtype) if want_gb else None
 
-        ones = xp.ones(max(D, spans[0][1] - spans[0][0]), dtype=x2.dtype)  # for GEMV sums
+        ones = ones_vector(xp, max(D, spans[0][1] - spans[0][0]), x2.dtype)  # for GEMV sums
 
         def kernel(i: int, lo: int, hi: int) -> None:
             gyb, xb, mu, r = gy2[lo:hi], x2[lo:hi], mean[lo:hi, None], rstd[lo:hi, None]

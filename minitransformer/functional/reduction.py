@@ -7,13 +7,16 @@ the gradient of a broadcast input is the upstream gradient summed over the broad
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+
+import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 
-__all__ = ["dot_keepdims", "max", "mean", "min", "sum", "sum_keepdims", "sum_to", "sum_to_shape",
-           "var"]
+__all__ = ["dot_keepdims", "max", "mean", "min", "ones_vector", "sum", "sum_keepdims", "sum_to",
+           "sum_to_shape", "var"]
 
 _builtin_max = max
 
@@ -45,6 +48,22 @@ def sum_to_shape(x: Any, shape: tuple[int, ...]) -> Any:
     return y.reshape(shape) if lead else y
 
 
+@functools.lru_cache(maxsize=32)
+def _ones(xp: Any, n: int, dtype: np.dtype) -> Any:
+    ones = xp.ones(n, dtype=dtype)
+    if isinstance(ones, np.ndarray):
+        ones.flags.writeable = False  # shared by every caller: nobody may write into it
+    return ones
+
+
+def ones_vector(xp: Any, n: int, dtype: Any) -> Any:
+    """A vector of ``n`` ones of module ``xp`` (numpy or cupy) and ``dtype``, for row sums as
+    matrix-vector products (``rows @ ones``). Made once per (module, n, dtype) and shared (the
+    32 most recent are kept: a model uses a handful of widths), so a fused op allocates no
+    vector per call; read-only on NumPy, and never written on a GPU either."""
+    return _ones(xp, int(n), np.dtype(dtype))
+
+
 def sum_keepdims(a: Any, axis: int) -> Any:
     """Raw-array $\\sum_{axis} a$, keeping the axis (length 1): the fused ops' row sums.
 
@@ -53,7 +72,7 @@ def sum_keepdims(a: Any, axis: int) -> Any:
     per-row overhead that makes it ~5x slower for rows of 100-200 elements."""
     if a.ndim >= 1 and axis in (-1, a.ndim - 1) and a.flags.c_contiguous:
         D = a.shape[-1]
-        ones = get_array_module(a).ones(D, dtype=a.dtype)
+        ones = ones_vector(get_array_module(a), D, a.dtype)
         rows = a.reshape(-1, D) @ ones  # (N, D) @ (D,) -> (N,): one GEMV, a view's reshape
         return rows.reshape(a.shape[:-1] + (1,))
     return a.sum(axis=axis, keepdims=True)

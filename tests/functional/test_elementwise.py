@@ -179,3 +179,80 @@ def test_mixing_devices_is_an_error(device):
     a, b = leaf(np.zeros(3), "cpu"), leaf(np.zeros(3), "cuda")
     with pytest.raises(ValueError, match="different devices"):
         F.add(a, b)
+
+
+# ------------------------------------------------------------------ number operands
+# name: (tensor op number, float64 reference), each side
+SCALAR_OPS = {
+    "x+c": (lambda x, c: x + c, lambda x, c: x + c),
+    "c+x": (lambda x, c: c + x, lambda x, c: c + x),
+    "x-c": (lambda x, c: x - c, lambda x, c: x - c),
+    "c-x": (lambda x, c: c - x, lambda x, c: c - x),
+    "x*c": (lambda x, c: x * c, lambda x, c: x * c),
+    "c*x": (lambda x, c: c * x, lambda x, c: c * x),
+    "x/c": (lambda x, c: x / c, lambda x, c: x * (1.0 / c)),
+    "c/x": (lambda x, c: c / x, lambda x, c: c * (1.0 / x)),
+    "x**c": (lambda x, c: x ** c, lambda x, c: np.exp(c * np.log(x))),
+    "c**x": (lambda x, c: c ** x, lambda x, c: np.exp(x * np.log(c))),
+    "max": (lambda x, c: F.maximum(x, c), lambda x, c: np.where(x > c, x, c)),
+    "min": (lambda x, c: F.minimum(c, x), lambda x, c: np.where(x < c, x, c)),
+    "where": (lambda x, c: F.where(host_mask(x), x, c), lambda x, c: np.where(x > 1.2, x, c)),
+}
+
+
+def host_mask(x):
+    return x.data > 1.2  # a raw boolean array on x's device
+
+
+@pytest.mark.parametrize("name", list(SCALAR_OPS))
+@pytest.mark.parametrize("c", [1.5, 2, np.float64(0.75)], ids=["float", "int", "np.float64"])
+def test_number_operands_forward_and_gradcheck(device, name, c, rng):
+    op, ref = SCALAR_OPS[name]
+    a = rng.uniform(0.5, 2.0, (3, 4))
+    x = leaf(a, device)
+    y = op(x, c)
+    assert y.dtype == np.float64 and y.creator.name == y.creator.op.name  # shown as the op
+    assert_close(y, ref(a, float(c)))
+    assert gradcheck(lambda t: op(t, c), [x], gy=rng.standard_normal((3, 4)))
+
+
+@pytest.mark.parametrize("name", list(SCALAR_OPS))
+def test_number_operands_keep_float32(device, name, rng):
+    op, _ = SCALAR_OPS[name]
+    x = leaf(rng.uniform(0.5, 2.0, (2, 3)).astype(np.float32), device)
+    for c in (0.5, 3, True, np.float64(0.25), np.float32(2.0)):
+        y = op(x, c)
+        assert y.dtype == np.float32, (name, c)
+        y.sum().backward()
+        assert x.grad.dtype == np.float32
+
+
+def test_number_operands_of_integer_tensors_promote_as_numpy_arrays(device):
+    ids = mt.tensor(np.array([1, 2, 3]), device=device)  # int64
+    assert (ids + 1).dtype == np.int64 and (ids * np.int64(2)).dtype == np.int64
+    assert (ids * 0.5).dtype == np.float64
+    np.testing.assert_array_equal(host(ids * 0.5), [0.5, 1.0, 1.5])
+
+
+def test_number_operands_make_no_device_array(cupy_standin, rng):
+    """x * 2.0, 1 - x, x ** 2, where(m, x, 0.0), ... forward and backward: no host-to-device
+    copy (the number is a kernel argument) and no read."""
+    cp = cupy_standin
+    x = mt.tensor(rng.uniform(0.5, 2.0, (3, 4)).astype(np.float32), device="cuda",
+                  requires_grad=True)
+    with cp.counting() as c:
+        ys = [op(x, 1.5) for op, _ in SCALAR_OPS.values()]
+        sum(y.sum() for y in ys).backward()
+    assert (c.to_device, c.to_host) == (0, 0), c.kinds()
+    assert x.grad.dtype == np.float32
+
+
+def test_clip_backward_is_a_where_with_no_transfer(cupy_standin):
+    cp = cupy_standin
+    a = np.array([-1.0, -0.5, 0.0, 0.7, 0.9])
+    x = mt.tensor(a, device="cuda", requires_grad=True)
+    gy = mt.tensor(np.array([1.0, 2.0, np.nan, 4.0, 5.0]), device="cuda")
+    with cp.counting() as c:
+        F.clip(x, -0.5, 0.7).backward(gy)
+    assert (c.to_device, c.to_host) == (0, 0), c.kinds()
+    np.testing.assert_array_equal(x.grad.get(), [0.0, 2.0, np.nan, 4.0, 0.0])

@@ -148,3 +148,40 @@ def test_sum_and_dot_keepdims(device, layout, axis):
     np.testing.assert_allclose(host(F.sum_keepdims(da, axis)), ref_sum, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(host(F.dot_keepdims(da, db, axis)), ref_dot, rtol=1e-12,
                                atol=1e-12)
+
+
+def test_ones_vector_is_made_once_per_module_length_and_dtype(device):
+    from minitransformer.functional.reduction import ones_vector
+
+    xp = as_device(device).xp
+    a = ones_vector(xp, 7, np.float32)
+    assert ones_vector(xp, 7, "float32") is a  # the same array, not a new one per call
+    assert ones_vector(xp, 7, np.float64) is not a and ones_vector(xp, 8, np.float32) is not a
+    assert a.shape == (7,) and a.dtype == np.float32
+    np.testing.assert_array_equal(host(a), np.ones(7))
+    if device == "cpu":
+        with pytest.raises(ValueError, match="read-only"):
+            a[0] = 2.0  # shared by every caller
+
+
+def test_fused_row_sums_allocate_no_vector_of_ones_per_call(cupy_standin, monkeypatch, rng):
+    """softmax, layer_norm and sum_keepdims forward and backward: after a first call, no
+    ``ones`` is made again (the vector is cached)."""
+    import minitransformer as mt
+
+    cp = cupy_standin
+    x = mt.tensor(rng.standard_normal((4, 6)), device="cuda", requires_grad=True)
+    w = mt.tensor(rng.standard_normal(6), device="cuda", requires_grad=True)
+
+    def step():
+        y = F.layer_norm(F.softmax(x, axis=-1), w, w)
+        (y * y).sum().backward()
+        return F.sum_keepdims(x.data, -1)
+
+    step()
+    made = []
+    real_ones = cp.ones
+    monkeypatch.setattr(cp, "ones", lambda *a, **k: made.append(a) or real_ones(*a, **k),
+                        raising=False)
+    step()
+    assert made == []
