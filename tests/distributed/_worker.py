@@ -370,6 +370,42 @@ def case_random_shards() -> dict:
     return worst
 
 
+def case_data_parallel() -> dict:
+    """average_gradients (buckets, None everywhere, None somewhere) and broadcast_tensors."""
+    rng = np.random.default_rng(7)
+    shapes = [(3, 4), (4,), (), (2, 2, 2), (5,)]
+    every = [[rng.standard_normal(sh) for sh in shapes] for _ in range(W)]  # rank r's grads
+    params = [Tensor(rng.standard_normal(sh) + R, requires_grad=True) for sh in shapes]
+    for p, g in zip(params, every[R]):
+        p.grad = g.copy()
+    params[3].grad = None  # None on every rank: stays None
+    params[4].grad = params[4].grad.astype(np.float32)  # another dtype: its own bucket
+    n_buckets = dist.average_gradients(params, bucket_elements=13)
+    want = [sum(e[i] for e in every) / W for i in range(len(shapes))]
+    worst = max(maxdiff(params[i].grad, want[i]) for i in (0, 1, 2))
+    out = {"n_buckets": n_buckets, "mean": worst,
+           "float32": maxdiff(params[4].grad, want[4].astype(np.float32)),
+           "float32_dtype": str(params[4].grad.dtype),
+           "none_stays_none": params[3].grad is None,
+           "shapes_kept": [tuple(p.grad.shape) for p in params if p.grad is not None]
+           == [shapes[i] for i in (0, 1, 2, 4)]}
+    for p in params:
+        p.grad = None if p is params[3] or R == 0 else np.ones(p.shape)
+    try:
+        dist.average_gradients(params)
+        out["partial_error"] = ""
+    except ValueError as e:
+        out["partial_error"] = str(e)
+    before = [p.data for p in params]
+    root_before = dist.broadcast(params[0].data, root=0)
+    out["broadcast_differed_before"] = R == 0 or maxdiff(params[0].data, root_before) > 0.5
+    dist.broadcast_tensors(params, root=0)
+    root_values = [dist.broadcast(p.data, root=0) for p in params]
+    out["broadcast_same_objects"] = all(p.data is b for p, b in zip(params, before))
+    out["broadcast"] = max(maxdiff(p.data, v) for p, v in zip(params, root_values))
+    return out
+
+
 def case_device() -> dict:
     """CuPy arrays (the CuPy stand-in in CI, a GPU where there is one) through the same
     collectives: staged through the host unless MPI is CUDA-aware; results stay on the
@@ -392,8 +428,12 @@ def case_device() -> dict:
                      mt.tensor(shard(x_txt, counts) @ w_txt, device=dev), s0)
     with dist.rank_local():
         ref = float(clip_loss(x_img @ w_img, x_txt @ w_txt, s0).data)
+    p = mt.tensor(np.zeros((2, 3)), device=dev, requires_grad=True)
+    p.grad = mt.backend.to_device(every[R][:2], dev)
+    dist.average_gradients([p])
     return {
-        "types": [type(a) is kind for a in (red, gat, bro, y.data, xt.grad)],
+        "types": [type(a) is kind for a in (red, gat, bro, y.data, xt.grad, p.grad)],
+        "average_gradients": maxdiff(mt.backend.to_numpy(p.grad), sum(e[:2] for e in every) / W),
         "cuda_aware": dist.cuda_aware(),
         "all_reduce": maxdiff(mt.backend.to_numpy(red), sum(e[:2] for e in every)),
         "all_gather": maxdiff(mt.backend.to_numpy(gat), np.concatenate(every)),

@@ -30,7 +30,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("_worker.py")
 CASES = ["world", "collectives", "dino_center", "clip", "syncbn", "sinkhorn", "dinov2",
-         "random_shards", "device"]
+         "random_shards", "data_parallel", "device"]
 EXACT = 1e-12  # float64: only summation order differs
 GRADCHECK = 1e-6  # central differences, eps = 1e-6
 
@@ -151,6 +151,17 @@ def test_random_sizes_and_unequal_shards(reports):
             assert n[key] < EXACT, (key, n[key])
 
 
+def test_average_gradients_and_broadcast_tensors(reports):
+    for n in _case(reports, "data_parallel"):
+        # 13-value buckets over float64 grads of 12, 4, 1 values, then a float32 one
+        assert n["n_buckets"] == 3
+        assert n["mean"] < EXACT and n["float32"] < 1e-6 and n["float32_dtype"] == "float32"
+        assert n["none_stays_none"] and n["shapes_kept"]
+        assert "4 parameters have a gradient on some ranks only" in n["partial_error"]
+        assert n["broadcast"] == 0.0 and n["broadcast_same_objects"]
+        assert n["broadcast_differed_before"]
+
+
 def test_dinov2_ibot_weighting_and_koleo_per_rank(reports):
     for n in _case(reports, "dinov2"):
         assert n["ibot_mean_vs_global"] < EXACT  # unequal shards: rank-mean = global iBOT
@@ -166,7 +177,8 @@ def test_cupy_arrays_through_the_collectives(reports):
         if "skipped" in n:
             pytest.skip(n["skipped"])
         assert all(n["types"]), n["types"]
-        for key in ("all_reduce", "all_gather", "broadcast", "all_gather_grad", "clip_loss"):
+        for key in ("all_reduce", "all_gather", "broadcast", "all_gather_grad", "clip_loss",
+                    "average_gradients"):
             assert n[key] < EXACT, (key, n[key])
 
 

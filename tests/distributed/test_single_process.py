@@ -119,6 +119,17 @@ def test_all_reduce_keeps_0d_and_integer_arrays():
     assert got.dtype == np.int32 and got.tolist() == [0, 1, 2]
 
 
+def test_data_parallel_helpers_change_nothing_in_one_process(rng):
+    params = [mt.tensor(rng.standard_normal((3, 2)), requires_grad=True) for _ in range(2)]
+    params[0].grad = rng.standard_normal((3, 2))
+    grad, data = params[0].grad, [p.data.copy() for p in params]
+    assert dist.average_gradients(params) == 0
+    assert params[0].grad is grad and params[1].grad is None
+    dist.broadcast_tensors(params)
+    for p, d in zip(params, data):
+        np.testing.assert_array_equal(p.data, d)
+
+
 # ------------------------------------------------------------------ detection from the launch
 def test_a_multi_process_launch_without_mpi4py_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("PMI_SIZE", "2")
