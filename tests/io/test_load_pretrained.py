@@ -474,3 +474,15 @@ def test_open_clip_config_json_gives_act_and_heads(rng, tmp_path, quick):
     img = rng.standard_normal((1, 3, 8, 8))
     _close(model.encode_image(img), tl.clip_encode_image(sd, img, heads=4, act=act))
     assert load_pretrained(tmp_path, act="gelu", num_heads=4).text.cfg.num_heads == 4
+
+
+def test_hf_bert_token_type_buffer_and_a_decoder_bias_saved_alone(rng):
+    sd = tl.bert_state_dict(rng)
+    sd["bert.embeddings.token_type_ids"] = np.zeros((1, 12), np.int64)  # older HF buffer
+    sd["cls.predictions.decoder.bias"] = sd.pop("cls.predictions.bias")  # the tied twin only
+    model = load_pretrained(sd, num_heads=2, **F64)
+    assert "bert.embeddings.token_type_ids" in model.dropped_keys
+    np.testing.assert_array_equal(model.mlm_head.bias.numpy(), sd["cls.predictions.decoder.bias"])
+    with pytest.raises(ValueError, match="token_type_ids should be the index buffer zeros"):
+        load_pretrained({**sd, "bert.embeddings.token_type_ids": np.ones((1, 12), np.int64)},
+                        num_heads=2)
