@@ -39,11 +39,6 @@ def _raw(a: Any) -> Any:
     return a if hasattr(a, "dtype") else np.asarray(a)
 
 
-def _on_host(a: Any) -> bool:
-    """True for a NumPy array: reading its values costs no device-to-host transfer."""
-    return backend.get_array_module(a) is np
-
-
 class TextTransformer(Module):
     """$x = \\mathrm{drop}(\\mathrm{LN_e}(E[\\mathrm{ids}] + P_{0:T} + S[\\mathrm{types}]))$,
     then the blocks (causal when ``cfg.causal``), the final norm (when ``cfg.final_norm``), and
@@ -69,12 +64,14 @@ class TextTransformer(Module):
     ``token_type_ids`` (B, T) integers in [0, type_vocab_size) (BERT's segment A = 0, B = 1);
     None means all zeros, as HF's default.
 
-    Validation that reads the ids' values (eot present, type ids in range) costs a
-    device-to-host transfer on a GPU, so it runs where it is free and when asked: ``check=None``
-    (the default) validates ids that arrive as NumPy arrays (on the host, before they are
-    copied to the device) and skips device arrays; ``check=True`` always validates,
-    ``check=False`` never. A training loop validates its whole dataset once with
-    ``validate_ids`` and then feeds device arrays with no per-step transfer (issue 14's budget).
+    Validation that reads the ids' values (an ``eot_id`` in every row, type ids in range)
+    costs a device-to-host transfer per call on a GPU. ``check=None`` (the default) follows
+    the package's data-check switch, as ``nn.Embedding`` and ``F.cross_entropy`` do
+    (``F.check_values``): ids given as NumPy arrays are checked on the host, before they are
+    copied to the device (free); device arrays are checked unless inside
+    ``F.use_data_checks(False)``. ``check=True`` always validates, ``check=False`` never. A
+    training loop validates its whole dataset once with ``validate_ids`` and runs its steps
+    with the switch off: no per-step transfer (issue 14's budget).
 
     Shapes: ids (B, T) integer, T <= context_length -> features (B, D).
     """
@@ -127,8 +124,9 @@ class TextTransformer(Module):
 
     @staticmethod
     def _checking(check: bool | None, raw: Any) -> bool:
-        """Whether to read values: ``check`` when given, else only for host (NumPy) arrays."""
-        return _on_host(raw) if check is None else bool(check)
+        """Whether to read values: ``check`` when given, else the data-check switch (always
+        for host arrays; device arrays unless ``F.use_data_checks(False)``)."""
+        return F.check_values(raw) if check is None else bool(check)
 
     def _types(self, token_type_ids: Any, shape: tuple[int, int], check: bool | None) -> Any:
         """The validated (B, T) type ids on the model's device, or None (all zeros)."""
@@ -147,8 +145,8 @@ class TextTransformer(Module):
                 f"{tuple(shape)}, got shape {tuple(raw.shape)} and dtype {raw.dtype}"
             )
         if self._checking(check, raw) and raw.size:
-            lo, hi = int(raw.min()), int(raw.max())  # host reads: free on NumPy
-            if lo < 0 or hi >= nt:
+            if bool(((raw < 0) | (raw >= nt)).any()):  # one read (free on the host)
+                lo, hi = int(raw.min()), int(raw.max())
                 raise ValueError(
                     f"TextTransformer: token_type_ids must be in [0, type_vocab_size={nt}), got "
                     f"values in [{lo}, {hi}]"
@@ -228,7 +226,7 @@ class TextTransformer(Module):
                 s0, _ = F.split(self.type_embed.weight, [1], axis=0)  # (1, D)
                 x = x + s0  # (B, T, D) + (1, D)
             else:
-                x = x + self.type_embed(types)  # (B, T, D)
+                x = x + self.type_embed(types)  # (B, T, D); Embedding checks by the switch
         if self.cfg.embed_norm:
             x = self.embed_norm(x)
         return self.emb_drop(x)
@@ -256,10 +254,10 @@ class TextTransformer(Module):
 
         "eot" selects with a one-hot weight, $y_b = \\sum_t [t = t_b]\\, h_{b,t}$, a dense
         computation with no data-dependent indexing. Whether every row holds ``eot_id`` is
-        checked by ``check`` (see the class docstring: by default for host ids, never for
-        device ids, so a GPU step does no transfer): a clear ValueError naming the rows. An
-        unchecked row without ``eot_id`` pools to NaN, so the problem shows in the loss
-        instead of silently pooling position 0.
+        checked by ``check`` (see the class docstring: by default on the host, and on a GPU
+        unless inside ``F.use_data_checks(False)``, where a step then does no transfer): a
+        clear ValueError naming the rows. An unchecked row without ``eot_id`` pools to NaN, so
+        the problem shows in the loss instead of silently pooling position 0.
 
         Shapes: tokens (B, T, D), ids (B, T) -> (B, D)."""
         raw = _raw(ids)

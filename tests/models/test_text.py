@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import minitransformer as mt
+from minitransformer import functional as F
 from minitransformer import models, nn
 from tests.nn.reference import block, gradcheck_module, layer_norm, params
 
@@ -225,50 +226,56 @@ def test_token_type_errors():
 
 
 # ---------------------------------------------------------------------------------------------
-# eot validation only when asked (issue 14: no device-to-host read per call)
+# eot validation by the data-check switch (issue 14: no device-to-host read per call)
 
 EOT_IDS = np.array([[2, 4, 0], [2, 5, 0]])  # row 1 has no eot_id=4
 
 
-def test_eot_check_on_host_ids_by_default_and_when_asked(device):
+def test_eot_check_follows_the_data_check_switch(device):
     m = make_text(device, pool="eot", eot_id=4)
-    with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
-        m(EOT_IDS)  # NumPy ids: checked on the host (free)
     dev_ids = mt.tensor(EOT_IDS, device=device).data
-    with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
-        m(dev_ids, check=True)
+    for ids in (EOT_IDS, dev_ids):  # on by default, host and device ids alike
+        with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
+            m(ids)
+        with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
+            m.pool(m.forward_tokens(ids), ids)
     with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
         m.validate_ids(EOT_IDS)
-    with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
-        m.pool(m.forward_tokens(EOT_IDS), EOT_IDS)
+    with F.use_data_checks(False):
+        with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
+            m(EOT_IDS)  # NumPy ids: checked on the host whatever the switch (free)
+        with pytest.raises(ValueError, match=r"no eot_id=4 in rows \[1\]"):
+            m(dev_ids, check=True)  # asked for
+        y_dev = None if device == "cpu" else m(dev_ids).numpy()  # device ids: not read
     # unchecked: the row without eot_id pools to NaN, the other row is its eot feature
     y = m(EOT_IDS, check=False).numpy()
-    assert np.isnan(y[1]).all()
+    assert np.isnan(y[1]).all() and np.isfinite(y[0]).all()
     np.testing.assert_array_equal(y[0], m.forward_tokens(EOT_IDS).numpy()[0, 1])
-    if device == "cpu":  # host arrays are "device" arrays on the CPU: checked by default
-        with pytest.raises(ValueError, match=r"no eot_id=4"):
-            m(dev_ids)
-    else:  # device ids are not read by default
-        assert np.isnan(m(dev_ids).numpy()[1]).all()
+    if y_dev is not None:  # on the CPU every array is a host array, checked (above)
+        np.testing.assert_array_equal(y_dev, y)
 
 
-def test_eot_pooling_reads_nothing_from_the_device(device):
-    """On the CuPy stand-in: pooling device ids does no device-to-host transfer (no check, no
-    data-dependent index), whatever the pooling; ``check=True`` does its one read."""
+def test_pooling_reads_nothing_from_the_device_with_checks_off(device):
+    """On the CuPy stand-in: pooling device ids does no device-to-host transfer inside
+    ``use_data_checks(False)`` (no check, no data-dependent index), whatever the pooling; the
+    eot check is one read when on or asked for."""
     if device == "cpu":
         pytest.skip("the transfer counter is the CuPy stand-in's (the cuda half)")
-    from minitransformer import backend
-
-    cp = backend.cupy()
+    cp = mt.backend.cupy()
     ids = mt.tensor(np.array([[2, 7, 4, 9, 4, 0], [2, 11, 12, 13, 5, 4]]), device=device).data
     for pool, eot_id in (("cls", None), ("eot", 4), ("eot", None), ("mean", None)):
         m = make_text(device, pool=pool, eot_id=eot_id, pad_id=0)
         tok = m.forward_tokens(ids)
         cp.reset_transfers()
-        m.pool(tok, ids)
-        assert cp.transfers() == 0, (pool, cp.transfer_counts())
+        with F.use_data_checks(False):
+            m.pool(tok, ids)
+            assert cp.transfers() == 0, (pool, cp.transfer_counts())
+            if eot_id is not None:
+                m.pool(tok, ids, check=True)
+                assert cp.transfers() == 1, cp.transfer_counts()
         if eot_id is not None:
-            m.pool(tok, ids, check=True)
+            cp.reset_transfers()
+            m.pool(tok, ids)  # the switch's default: checked, one read
             assert cp.transfers() == 1, cp.transfer_counts()
 
 
