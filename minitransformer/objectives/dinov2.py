@@ -38,8 +38,10 @@ def koleo_loss(x: Any, eps: float = 1e-8) -> Tensor:
     rank's batch only, no communication. So W ranks do not compute KoLeo of the global batch:
     averaged over ranks (as data parallelism averages gradients), they train on the mean of
     KoLeo over the W shards, which one process reproduces as
-    ``mean(koleo_loss(x[shard]) for shard in shards)``. Nearest neighbours in a smaller batch
-    are farther apart, so the mean over shards is lower than the global batch's KoLeo.
+    ``mean(koleo_loss(x[shard]) for shard in shards)``. A point's nearest neighbour within
+    its shard is at least as far as within the global batch, so with equal shards that mean
+    is at most the global batch's KoLeo (up to the eps terms): the per-rank term pushes
+    apart only points that share a rank.
 
     Shapes: x (B, D), B >= 2 -> ().
     """

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minitransformer as mt
 from minitransformer import distributed as dist
 from minitransformer.models.heads import BatchNorm1d, DINOHead, convert_sync_batchnorm
-from minitransformer.objectives import TeacherCentering, sinkhorn_knopp
+from minitransformer.objectives import TeacherCentering, koleo_loss, sinkhorn_knopp
 from minitransformer.objectives.clip import clip_logits, clip_loss
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,3 +245,23 @@ def test_convert_sync_batchnorm_and_the_dino_head():
     before = {k: v.copy() for k, v in plain.state_dict().items()}
     assert convert_sync_batchnorm(plain) is plain and plain.sync
     assert sorted(plain.state_dict()) == sorted(before)
+
+
+@given(W=st.integers(2, 4), B=st.integers(2, 5), D=st.integers(2, 4), seed=st.integers(0, 2**16))
+def test_koleo_per_rank_is_at_most_the_global_value(W, B, D, seed):
+    """koleo_loss's docstring: W ranks train on the mean of KoLeo over their equal shards (as
+    DINOv2), and a shard's nearest neighbours are no nearer than the global batch's, so that
+    mean is at most the global KoLeo; checked against a NumPy nearest-neighbour computation."""
+    x = np.random.default_rng(seed).standard_normal((W * B, D))
+
+    def np_koleo(a):  # DINOv2's KoLeoLoss in plain NumPy
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)
+        dots = a @ a.T
+        np.fill_diagonal(dots, -np.inf)
+        d = np.linalg.norm(a - a[dots.argmax(1)] + 1e-8, axis=1)
+        return -np.log(d + 1e-8).mean()
+
+    shards = [x[r * B:(r + 1) * B] for r in range(W)]
+    per_rank = np.mean([koleo_loss(s).item() for s in shards])
+    np.testing.assert_allclose(per_rank, np.mean([np_koleo(s) for s in shards]), rtol=1e-12)
+    assert per_rank <= np_koleo(x) + 1e-12
