@@ -311,11 +311,12 @@ def make_timm() -> None:
         with torch.no_grad():
             feats = model.forward_features(t(x))
             logits = model.forward_head(feats)
+        attn = n(probs["p"])  # read now: the unpatched forward below overwrites the hook's copy
         tvit.resample_abs_pos_embed = original
         with torch.no_grad():
             cast_err[s] = float((model.forward_features(t(x)) - feats).abs().max())
         arrays.update({f"x_{s}": x, f"features_{s}": n(feats), f"logits_{s}": n(logits),
-                       f"attn_{s}": n(probs["p"])})
+                       f"attn_{s}": attn})
         desc.update({
             f"x_{s}": f"input images (B, 3, {h}, {w})",
             f"features_{s}": "model.forward_features(x): (B, 1 + N, D) tokens after the final "

@@ -55,17 +55,7 @@ def test_timm_vit_fixture():
         _close(model(x), io["logits_" + s])
 
 
-# The generator keeps its attention hook on while it measures timm's float32 position cast
-# (tests/interop/make_fixtures.py, make_timm: the second, unpatched forward overwrites the
-# hooked probabilities), so attn_<size> at a resampled size is timm's float32-resampled
-# attention (3e-9 off), while features_/logits_ of the same size are the float64 ones this
-# model matches to 1e-15. Strict xfail: it turns into a failure once the fixture is remade.
-_TIMM_ATTN_CAST = pytest.mark.xfail(strict=True, reason="timm-vit fixture: attn at resampled "
-                                    "sizes recorded from the float32-cast forward")
-
-
-@pytest.mark.parametrize("size", ["32x32", pytest.param("48x40", marks=_TIMM_ATTN_CAST),
-                                  pytest.param("24x24", marks=_TIMM_ATTN_CAST)])
+@pytest.mark.parametrize("size", ["32x32", "48x40", "24x24"])
 def test_timm_vit_fixture_attention(size):
     folder, meta, io = _fixture("timm-vit")
     model = load_pretrained(folder, num_heads=meta["kwargs"]["num_heads"], dtype=np.float64)
