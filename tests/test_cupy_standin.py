@@ -64,6 +64,17 @@ def test_scalars_indices_and_host_data_in_constructors_are_accepted():
     np.testing.assert_array_equal(cp.array([cp.asarray(1.0), 2.0]).get(), [1.0, 2.0])
 
 
+def test_numpy_scalars_on_the_left_are_scalars_as_in_cupy():
+    """``np.float64(1) < d`` reaches the device array's ``__array_ufunc__`` with a 0-d NumPy
+    array, which CuPy reads as a scalar for comparisons (numpy/numpy#12142); arithmetic keeps
+    the scalar. A 0-d NumPy *array* given to another ufunc is refused, as by CuPy."""
+    d = cp.arange(3.0)
+    np.testing.assert_array_equal((np.float64(1) < d).get(), [False, False, True])
+    np.testing.assert_array_equal((np.float32(2) * d).get(), [0.0, 2.0, 4.0])
+    with pytest.raises(TypeError, match=r"Unsupported type <class 'numpy\.ndarray'>"):
+        np.add(np.zeros(()), d)
+
+
 def test_operators_defer_to_operands_that_opt_out_of_ufuncs():
     """As CuPy's: ``device_array + tensor`` gives the Tensor's ``__radd__`` its turn."""
 
