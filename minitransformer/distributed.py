@@ -383,11 +383,11 @@ class _AllReduce(Function):
     """$y = \\sum_r x_r$ (or the mean); backward: $g_x = \\sum_r g_{y,r}$ (or /W): the gradient
     of the sum over ranks of their losses, as ``torch.distributed.nn.all_reduce``."""
 
-    def __init__(self, op: str):
-        self.op = op
+    def __init__(self, op: str, check: bool = True):
+        self.op, self.check = op, check
 
     def forward(self, x: Any) -> Any:
-        return _all_reduce_array(x, self.op)
+        return _all_reduce_array(x, self.op, self.check)
 
     def backward(self, gy: Any) -> Any:
         return _all_reduce_array(gy, self.op, check=False)
@@ -423,7 +423,7 @@ def all_reduce(x: Any, op: str = "sum", *, check: bool = True) -> Any:
     if isinstance(x, Tensor):
         if _active() is None:
             return x
-        return _AllReduce(op)(x)
+        return _AllReduce(op, check)(x)
     return _all_reduce_array(x, op, check)
 
 

@@ -108,16 +108,19 @@ class BatchNorm1d(Module):
 
     def _sync_forward(self, x: Any, axes: tuple[int, ...], n_local: int) -> Tensor:
         """Training with the global batch's statistics (``sync``, W > 1). Shapes as forward."""
-        n = int(distributed.all_reduce(np.asarray([n_local], dtype=np.int64))[0])  # global
+        # shapes agree on every rank by construction (the check above): no shape exchange
+        n = int(distributed.all_reduce(np.asarray([n_local], dtype=np.int64), check=False)[0])
         if n < 2:
             raise ValueError(
                 f"BatchNorm1d: needs more than 1 value per feature in training, got {n} over "
                 f"all ranks (this rank's input {tuple(x.shape)})"
             )
         keep = (1,) * len(axes) + (self.num_features,)
-        mu = distributed.all_reduce(x.sum(axis=axes)).reshape(keep) / n  # (1.., C), global
+        total = distributed.all_reduce(x.sum(axis=axes), check=False)  # (C,)
+        mu = total.reshape(keep) / n  # (1.., C), the global mean
         xc = x - mu
-        var = distributed.all_reduce((xc * xc).sum(axis=axes)).reshape(keep) / n  # (1.., C)
+        squares = distributed.all_reduce((xc * xc).sum(axis=axes), check=False)  # (C,)
+        var = squares.reshape(keep) / n  # (1.., C), the global biased variance
         y = xc / F.sqrt(var + self.eps) * self.weight + self.bias
         self._track(mu.data, var.data, n)
         return y

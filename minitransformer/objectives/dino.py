@@ -188,7 +188,7 @@ class TeacherCentering(Module):
         xp = backend.get_array_module(rows)
         if distributed.is_distributed():
             local = xp.concatenate([rows.sum(0), xp.full((1,), rows.shape[0], dtype=rows.dtype)])
-            total = distributed.all_reduce(local)  # (K + 1,): sums over every rank's rows, n
+            total = distributed.all_reduce(local, check=False)  # (K + 1,): sums, row count
             batch_center = (total[:-1] / total[-1]).reshape(1, self.out_dim)  # (1, K)
         else:
             batch_center = rows.mean(0, keepdims=True)  # (1, K), t's dtype
