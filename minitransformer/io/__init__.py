@@ -21,11 +21,13 @@ from .load_pretrained import (
     read_state_dict,
 )
 from .state import flatten_state, unflatten_state
+from .tokenizer import encode_bert, encode_clip, load_tokenizer
 from .torch_weights import convert_timm_vit_state_dict
 
 __all__ = [
     "FAMILIES", "MAX_CHECKPOINT_BYTES", "CheckpointError", "PretrainedLoadError",
     "convert_hf_bert_state_dict", "convert_openai_clip_state_dict", "convert_timm_vit_state_dict",
-    "detect_family", "flatten_state", "load_checkpoint", "load_model", "load_pretrained",
-    "read_state_dict", "save_checkpoint", "save_model", "sidecar_path", "unflatten_state",
+    "detect_family", "encode_bert", "encode_clip", "flatten_state", "load_checkpoint",
+    "load_model", "load_pretrained", "load_tokenizer", "read_state_dict", "save_checkpoint",
+    "save_model", "sidecar_path", "unflatten_state",
 ]

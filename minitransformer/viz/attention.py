@@ -23,7 +23,9 @@ def cls_attention_maps(model: Any, images: Any, batch: int = 128) -> np.ndarray:
 
     ``model`` is a ``VisionTransformer`` (anything with ``get_last_selfattention`` and a
     ``patch_embed.patch_size``); it is put in eval mode. The rows are renormalised over the
-    patches (the CLS key's share is dropped), as DINO does before thresholding.
+    patches (the CLS key's share is dropped), as DINO does before thresholding. With register
+    tokens (DINOv2 with registers) the keys of CLS and the registers, the first
+    ``model.num_prefix_tokens`` = 1 + R, are dropped alike.
 
     Shapes: images (B, C, H, W) -> (B, heads, H/p, W/p) NumPy float.
     """
@@ -38,12 +40,13 @@ def cls_attention_maps(model: Any, images: Any, batch: int = 128) -> np.ndarray:
                          f"patch size {p}")
     model.eval()
     dev = model.cls_token.device
+    first = int(getattr(model, "num_prefix_tokens", 1))  # CLS (+ registers) come first
     out = []
     with no_grad():
         for s in range(0, B, batch):
             x = backend.to_device(backend.to_numpy(imgs[s:s + batch]), dev)
-            probs = model.get_last_selfattention(x)  # (b, heads, 1+N, 1+N)
-            cls = backend.to_numpy(probs.data[:, :, 0, 1:])  # (b, heads, N): CLS row, patches
+            probs = model.get_last_selfattention(x)  # (b, heads, first+N, first+N)
+            cls = backend.to_numpy(probs.data[:, :, 0, first:])  # (b, heads, N): CLS row, patches
             out.append(cls)
     attn = np.concatenate(out).astype(np.float64)  # (B, heads, N)
     attn /= attn.sum(-1, keepdims=True)

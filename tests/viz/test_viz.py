@@ -35,6 +35,21 @@ def test_cls_attention_maps_are_the_cls_row_renormalised(device, rng):
     np.testing.assert_allclose(maps.sum(axis=(2, 3)), 1.0, rtol=1e-6)
 
 
+def test_cls_attention_maps_skip_register_keys(rng):
+    """With DINOv2 registers the map is the CLS row over the patch keys only: the first
+    1 + R keys (CLS and registers) are dropped, not just the first."""
+    mt.manual_seed(0)
+    model = VisionTransformer(ViTConfig.preset("vit-nano", num_register_tokens=3))
+    x = rng.random((2, 3, 32, 32)).astype(np.float32)
+    maps = viz.cls_attention_maps(model, x)
+    with mt.no_grad():
+        probs = model.get_last_selfattention(mt.tensor(x)).numpy()  # (B, heads, 4+N, 4+N)
+    assert probs.shape[-1] == 1 + 3 + 16
+    ref = probs[:, :, 0, 4:]  # (B, heads, N): CLS query, patch keys after the 3 registers
+    ref = ref / ref.sum(-1, keepdims=True)
+    np.testing.assert_allclose(maps.reshape(2, 2, 16), ref, rtol=1e-5, atol=1e-7)
+
+
 def test_cls_attention_maps_rejects_bad_shapes():
     model = _vit("cpu")
     with pytest.raises(ValueError, match="multiple of the patch size"):
