@@ -38,7 +38,7 @@ from ...optim import AdamW, clip_grad_norm_, clip_grad_per_param_, param_groups
 from ...optim.schedules import cosine_schedule
 
 __all__ = ["LIMITS", "PRESET_NAMES", "BaseConfig", "BaseRecipe", "Choice", "Pair", "Range",
-           "batched", "check_divides", "check_heads", "config_limits", "to_device",
+           "batched", "check_divides", "check_heads", "check_ids", "config_limits", "to_device",
            "validate_config"]
 
 PRESET_NAMES = ("tiny", "cpu", "gpu")
@@ -307,6 +307,7 @@ class BaseRecipe:
         self.build()
         for m in self.modules.values():
             m.to(self.device)
+        self.validate_data()
 
     @classmethod
     def make_config(cls, preset: str = "cpu", seed: int | None = None,
@@ -347,6 +348,15 @@ class BaseRecipe:
 
     def evaluate(self) -> dict[str, float]:
         raise NotImplementedError
+
+    def validate_data(self) -> None:
+        """Check, once and on the host, every value the training steps feed to an op that
+        would otherwise check it per call (class labels, token ids): issue 14's "validation
+        once per dataset, not per call". The steps then run inside
+        ``F.use_data_checks(False)``, so that on a GPU no op reads its inputs back to the
+        host. Raises ``ValueError`` naming the data and the bad values. Values a recipe makes
+        itself in range (MLM's random replacement tokens, k-means codes, DINOv2's masked-row
+        indices) need no check. Nothing to check by default."""
 
     def extra_state(self) -> dict[str, Any]:
         """JSON-able state beyond modules, optimiser and generator (none by default)."""
@@ -473,6 +483,17 @@ class BaseRecipe:
         if self.cfg.fixed_batch:
             return np.random.default_rng(self.cfg.seed + 1)
         return self.rng
+
+
+def check_ids(what: str, values: np.ndarray, n: int) -> None:
+    """Every value of the host integer array ``values`` (labels, ids) in [0, n), else a
+    ``ValueError`` naming ``what``, the range found and the range allowed."""
+    v = np.asarray(values)
+    if v.dtype.kind not in "iu":
+        raise ValueError(f"{what}: expected integers, got dtype {v.dtype}")
+    if v.size and (int(v.min()) < 0 or int(v.max()) >= n):
+        raise ValueError(f"{what}: values must be in [0, {n}), got values in "
+                         f"[{int(v.min())}, {int(v.max())}]")
 
 
 def to_device(x: Any, device: Any) -> Any:

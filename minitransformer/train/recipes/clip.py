@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ... import functional as F
 from ...data import (
     COLOURS,
     POSITIONS,
@@ -140,19 +141,26 @@ class CLIPRecipe(BaseRecipe):
         self.modules = {"model": self.model}
         self.optimizer = self.make_optimizer(self.model)
 
+    def validate_data(self) -> None:
+        """The caption tokens (training captions and the zero-shot prompts): ids in [0, V)
+        and an end-of-text token in every row (the text tower pools there)."""
+        self.model.text.validate_ids(self.train_tokens)
+        self.model.text.validate_ids(self.prompt_tokens)
+
     def train_step(self, step: int) -> dict[str, Any]:
-        self.model.train()
-        idx = self.draw_indices(len(self.train_tokens))
-        images = to_device(self.train_set.images[idx], self.device)
-        tokens = to_device(self.train_tokens[idx], self.device)
-        img, txt, scale = self.model(images, tokens)  # (B, E), (B, E), ()
-        loss = clip_loss(img, txt, scale)
-        out = self.optimizer_step(loss, step)
-        clamp_logit_scale(self.model.logit_scale)  # open_clip: after every step
-        # a copy on the device (the parameter changes in place at the next step), read when
-        # the loop logs
-        out["logit_scale"] = self.model.logit_scale.data.reshape(()).copy()
-        return out
+        with F.use_data_checks(False):  # the data was validated once (validate_data)
+            self.model.train()
+            idx = self.draw_indices(len(self.train_tokens))
+            images = to_device(self.train_set.images[idx], self.device)
+            tokens = to_device(self.train_tokens[idx], self.device)
+            img, txt, scale = self.model(images, tokens)  # (B, E), (B, E), ()
+            loss = clip_loss(img, txt, scale)
+            out = self.optimizer_step(loss, step)
+            clamp_logit_scale(self.model.logit_scale)  # open_clip: after every step
+            # a copy on the device (the parameter changes in place at the next step), read when
+            # the loop logs
+            out["logit_scale"] = self.model.logit_scale.data.reshape(()).copy()
+            return out
 
     def class_embeddings(self) -> dict[str, np.ndarray]:
         """Prompt-ensembled class embeddings per attribute: ``{"shape": (3, E), ...}``."""

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ... import functional as F
 from ...autograd import no_grad
 from ...data import Tokenizer, load_corpus, make_sequences
 from ...models import TextConfig, TextTransformer
@@ -140,6 +141,12 @@ class MLMRecipe(BaseRecipe):
         counts[list(self.tokenizer.special_ids)] = 0
         self.most_frequent = int(counts.argmax())  # the unigram baseline's only answer
 
+    def validate_data(self) -> None:
+        """Every token id of the training and held-out sequences in [0, V) (the embedding's
+        and cross-entropy's inputs); the masking's replacement tokens are drawn in range."""
+        self.model.encoder.validate_ids(self.train_seqs)
+        self.model.encoder.validate_ids(self.test_seqs)
+
     def mask_host(self, ids: np.ndarray, rng: np.random.Generator
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """BERT masking on the host, and the predicted positions.
@@ -154,16 +161,17 @@ class MLMRecipe(BaseRecipe):
         return tuple(to_device(a, self.device) for a in self.mask_host(ids, rng))
 
     def train_step(self, step: int) -> dict[str, Any]:
-        self.model.train()
-        idx = self.draw_indices(len(self.train_seqs))
-        inputs, labels, positions = self.mask(self.train_seqs[idx], self.step_rng())
-        logits, target = self.model(inputs, labels, positions)  # (M, V), (M,)
-        loss = mlm_loss(logits, target)
-        out = self.optimizer_step(loss, step)
-        hits = (logits.data.argmax(-1) == target).sum()
-        # a device scalar, read when the loop logs; 0 when nothing was masked
-        out["masked_acc"] = hits / max(int(target.shape[0]), 1)
-        return out
+        with F.use_data_checks(False):  # the data was validated once (validate_data)
+            self.model.train()
+            idx = self.draw_indices(len(self.train_seqs))
+            inputs, labels, positions = self.mask(self.train_seqs[idx], self.step_rng())
+            logits, target = self.model(inputs, labels, positions)  # (M, V), (M,)
+            loss = mlm_loss(logits, target)
+            out = self.optimizer_step(loss, step)
+            hits = (logits.data.argmax(-1) == target).sum()
+            # a device scalar, read when the loop logs; 0 when nothing was masked
+            out["masked_acc"] = hits / max(int(target.shape[0]), 1)
+            return out
 
     def evaluate(self) -> dict[str, float]:
         """Masked-token accuracy on the held-out sequences (a fixed masking) and the unigram

@@ -30,6 +30,7 @@ from .base import (
     batched,
     check_divides,
     check_heads,
+    check_ids,
     to_device,
 )
 
@@ -82,6 +83,11 @@ class SupervisedRecipe(BaseRecipe):
         self.modules = {"model": self.model}
         self.optimizer = self.make_optimizer(self.model)
 
+    def validate_data(self) -> None:
+        """The digits' labels are classes of the 10-way head (cross-entropy's targets)."""
+        check_ids("supervised: training labels", self.data.y_train, 10)
+        check_ids("supervised: test labels", self.data.y_test, 10)
+
     def batch(self) -> tuple[Any, Any]:
         """This step's images and labels, on the device. Shapes: (B, 1, 8, 8), (B,)."""
         idx = self.draw_indices(len(self.data.x_train))
@@ -92,13 +98,14 @@ class SupervisedRecipe(BaseRecipe):
         return to_device(x, self.device), to_device(self.data.y_train[idx], self.device)
 
     def train_step(self, step: int) -> dict[str, Any]:
-        self.model.train()
-        x, y = self.batch()
-        logits = self.model(x)  # (B, 10)
-        loss = F.cross_entropy(logits, y)
-        out = self.optimizer_step(loss, step)
-        out["acc"] = (logits.data.argmax(-1) == y).mean()  # a device scalar: read when logged
-        return out
+        with F.use_data_checks(False):  # the data was validated once (validate_data)
+            self.model.train()
+            x, y = self.batch()
+            logits = self.model(x)  # (B, 10)
+            loss = F.cross_entropy(logits, y)
+            out = self.optimizer_step(loss, step)
+            out["acc"] = (logits.data.argmax(-1) == y).mean()  # a device scalar: read when logged
+            return out
 
     def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
         """Top-1 accuracy of the model on ``x``. Shapes: x (n, 1, 8, 8), y (n,)."""
