@@ -15,6 +15,7 @@ from .heads import (
     ProjectionHead,
     WeightNormLinear,
     cancel_last_layer_gradients,
+    convert_sync_batchnorm,
 )
 from .text import TextTransformer
 from .vit import VisionTransformer
@@ -23,6 +24,6 @@ __all__ = [
     "BERT", "BackboneWithHead", "CLIP", "BatchNorm1d", "DINOHead", "MIMPixelHead",
     "MIMTokenHead", "MLMHead",
     "ProjectionHead", "TextConfig", "TextTransformer", "TransformerEncoder", "ViTConfig",
-    "VisionTransformer", "WeightNormLinear", "cancel_last_layer_gradients", "drop_path_rates",
-    "make_blocks",
+    "VisionTransformer", "WeightNormLinear", "cancel_last_layer_gradients",
+    "convert_sync_batchnorm", "drop_path_rates", "make_blocks",
 ]
