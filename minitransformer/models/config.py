@@ -146,7 +146,7 @@ class TextConfig(_Presets):
     qkv_bias: bool = True  # bias in the fused QKV projection
     norm_first: bool = True  # pre-norm (CLIP); False = post-norm (BERT, the seed)
     eps: float = 1e-5  # LayerNorm epsilon (1e-5 in CLIP and torch; BERT uses 1e-12)
-    act: str = "gelu"  # MLP activation: gelu | gelu_tanh (BERT) | quick_gelu (CLIP) | relu
+    act: str = "gelu"  # MLP activation: gelu (erf: HF BERT) | gelu_tanh | quick_gelu (CLIP) | relu
     layer_scale: float | None = None  # LayerScale init; None = no LayerScale
     drop_path: float = 0.0  # stochastic depth rate of the last block
     pos_embed: str = "learned"  # "learned" (BERT, CLIP) or "sinusoidal" (the seed, fixed)
@@ -165,6 +165,13 @@ class TextConfig(_Presets):
         # widths matching vit-tiny / vit-small; CLIP's context length and vocabulary
         "text-tiny": dict(vocab_size=49408, context_length=77, dim=192, depth=12, num_heads=3),
         "text-small": dict(vocab_size=49408, context_length=77, dim=384, depth=12, num_heads=6),
+        # bert-base-uncased: HF config.json (vocab_size 30522, max_position_embeddings 512,
+        # hidden_size 768, 12 layers, 12 heads, intermediate 3072, hidden_act "gelu" (erf),
+        # layer_norm_eps 1e-12, type_vocab_size 2); Devlin et al. 2019, sec. 3 (BERT_BASE).
+        # No pad_id: HF takes the padding from attention_mask, not from the ids.
+        "bert-base": dict(vocab_size=30522, context_length=512, dim=768, depth=12, num_heads=12,
+                          mlp_ratio=4.0, norm_first=False, eps=1e-12, act="gelu",
+                          type_vocab_size=2, embed_norm=True, final_norm=False, pool="cls"),
         # OpenAI CLIP's text tower (ViT-B/32, ViT-B/16): causal, EOT pooling, QuickGELU
         "text-clip": dict(vocab_size=49408, context_length=77, dim=512, depth=12, num_heads=8,
                           causal=True, pool="eot", act="quick_gelu"),
