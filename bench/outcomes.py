@@ -5,6 +5,7 @@ metric beside the same model at random init and the bar it must reach, with the 
     python bench/outcomes.py dino dino-shapes    # selected ones
     python bench/outcomes.py --preset tiny       # a smoke run of the script (seconds)
     python bench/outcomes.py --device cuda --preset gpu
+    python bench/outcomes.py dino-shapes dinov2 --seeds 21 22 23 24 25   # per-seed table
 
 Bars (issue 5; 2 CPU cores, each run within 10 minutes):
 
@@ -18,6 +19,15 @@ Bars (issue 5; 2 CPU cores, each run within 10 minutes):
 
 Each run writes ``OUT/<name>/`` (metrics.jsonl, the final checkpoint); the table is printed
 in Markdown (for the README) and saved with the raw numbers to ``OUT/outcomes.json``.
+
+With ``--seeds S1 S2 ...`` (issue 15) each outcome is trained once per seed (a seed draws the
+data and the initialisation; ``OUT/<name>/seed-<S>/``), each seed's trained metric is shown
+beside the random init of the same seed, then the mean, the standard deviation (n - 1) and
+the worst seed, and each bar must hold on every seed. DINOv2 against dino-shapes is a paired
+comparison: per seed the difference d_s of their patch mIoU (same seed, same images), its
+mean and standard error SE = sd(d) / sqrt(n); the bar is mean >= 2 SE (and > 0). The raw
+per-seed numbers are kept in ``OUT/outcomes.json`` under ``runs``; runs of other seeds (from
+other processes sharing OUT) are merged in, under a file lock.
 BLAS threads default to one per process (``--threads``): these models are small, and with
 another process busy on the second core a 2-thread OpenBLAS GEMM was measured 10-50x slower
 than a 1-thread one (it spins waiting for the busy core). The table gives the wall time and
@@ -83,15 +93,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.add_argument("--table", action="store_true",
                    help="only print the table of the outcomes saved in OUT/outcomes.json")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="train each outcome once per seed; per-seed table with mean, sd, "
+                        "worst case and the bars on every seed")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe setting in every named outcome (JSON value), "
+                        "e.g. --set lr=1e-3; recorded in the JSON")
     args = p.parse_args(argv)
     names = args.names or list(OUTCOMES)
     unknown = [n for n in names if n not in OUTCOMES]
     if unknown:
         p.error(f"unknown outcomes {unknown}; known: {list(OUTCOMES)}")
+    overrides = parse_set(p, args.set)
+    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
+        p.error(f"--seeds has repeated seeds: {args.seeds}")
     saved = Path(args.out) / "outcomes.json"
     if args.table:
         results = json.loads(saved.read_text())
-        print(table(results, [n for n in names if n in results]))
+        shown = [n for n in names if n in results]
+        if args.seeds is not None or any("runs" in results[n] for n in shown):
+            print(seeds_table(results, shown, args.seeds))
+        else:
+            print(table(results, shown))
         return 0
 
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
@@ -104,35 +127,94 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     mt.backend.set_num_threads(args.threads)  # the blocked element-wise kernels, as BLAS
     mt.backend.keep_freed_memory()  # as the `train` command: no page faults every step
+    def run_one(name: str, seed: int | None, run_dir: Path) -> dict:
+        recipe_name, suffix, _ = OUTCOMES[name]
+        preset = args.preset + suffix
+        t0 = time.perf_counter()
+        recipe = make_recipe(recipe_name, preset=preset, device=args.device, seed=seed,
+                             **overrides)
+        build_s = time.perf_counter() - t0
+        baseline = recipe.evaluate()  # the same model at random init
+        cpu0 = time.process_time()
+        result = train(recipe, run_dir, progress=args.progress, save_every=recipe.steps,
+                       overwrite=True)
+        cpu_s = time.process_time() - cpu0
+        return {
+            "recipe": recipe_name, "preset": preset, "seed": recipe.cfg.seed,
+            "overrides": overrides, "steps": result.steps_done,
+            "trained": result.eval_metrics, "baseline": baseline,
+            "train_s": result.seconds, "train_cpu_s": cpu_s, "build_s": build_s,
+            "s_per_step": result.seconds / max(result.steps_done, 1),
+            "device": args.device, "threads": args.threads,
+        }
+
     with threadpool_limits(limits=args.threads):
         for name in names:
-            recipe_name, suffix, _ = OUTCOMES[name]
-            preset = args.preset + suffix
-            t0 = time.perf_counter()
-            recipe = make_recipe(recipe_name, preset=preset, device=args.device)
-            build_s = time.perf_counter() - t0
-            baseline = recipe.evaluate()  # the same model at random init
-            cpu0 = time.process_time()
-            result = train(recipe, out / name, progress=args.progress,
-                           save_every=recipe.steps, overwrite=True)
-            cpu_s = time.process_time() - cpu0
-            results[name] = {
-                "recipe": recipe_name, "preset": preset, "steps": result.steps_done,
-                "trained": result.eval_metrics, "baseline": baseline,
-                "train_s": result.seconds, "train_cpu_s": cpu_s, "build_s": build_s,
-                "s_per_step": result.seconds / max(result.steps_done, 1),
-                "device": args.device, "threads": args.threads,
-            }
-            print(f"{name}: {json.dumps(results[name])}", flush=True)
-            out.mkdir(parents=True, exist_ok=True)
-            # merge into the saved outcomes: several bench processes may share OUT, and
-            # dinov2's bar reads dino-shapes' result
-            merged = json.loads(saved.read_text()) if saved.exists() else {}
-            merged[name] = results[name]
-            saved.write_text(json.dumps(merged, indent=1))
+            for seed in (args.seeds if args.seeds is not None else [None]):
+                if seed is None:
+                    r = run_one(name, None, out / name)
+                else:
+                    r = run_one(name, seed, out / name / f"seed-{seed}")
+                print(f"{name}{'' if seed is None else f' seed {seed}'}: {json.dumps(r)}",
+                      flush=True)
+                # merge into the saved outcomes: several bench processes may share OUT, and
+                # dinov2's bar reads dino-shapes' result
+                merge_saved(saved, name, r, seed)
     print()
-    print(table(json.loads(saved.read_text()), names))
+    merged = json.loads(saved.read_text())
+    if args.seeds is None:
+        print(table(merged, names))
+    else:
+        print(seeds_table(merged, names, args.seeds))
     return 0
+
+
+def parse_set(p: argparse.ArgumentParser, items: list[str]) -> dict:
+    """``["lr=1e-3"]`` -> ``{"lr": 0.001}`` (JSON values, else the raw string), as the CLI's
+    ``--set``."""
+    out: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            p.error(f"--set expects KEY=VALUE (e.g. --set lr=1e-3), got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+        if key.strip() == "seed":
+            p.error("--set seed=... : give the seeds with --seeds")
+    return out
+
+
+def merge_saved(saved: Path, name: str, r: dict, seed: int | None) -> None:
+    """Read-modify-write ``saved`` under an exclusive lock (bench processes may share it):
+    a single-seed run replaces ``name``'s entry; a seeded run goes into ``name``'s ``runs``
+    under its seed, next to the other seeds' runs, which must be of the same preset and
+    overrides (else a ValueError: the seeds would not be comparable)."""
+    import fcntl
+
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    with open(saved.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = json.loads(saved.read_text()) if saved.exists() else {}
+        if seed is None:
+            merged[name] = r
+        else:
+            entry = merged.get(name, {})
+            if "runs" in entry and (entry["preset"], entry["overrides"]) != (
+                    r["preset"], r["overrides"]):
+                raise ValueError(
+                    f"{saved} holds {name} runs of preset {entry['preset']!r} with "
+                    f"overrides {entry['overrides']} (seeds {sorted(entry['runs'], key=int)}),"
+                    f" not {r['preset']!r} with {r['overrides']}: use another --out")
+            if "runs" not in entry:  # none yet, or a single-seed entry: start the seeds
+                entry = {"recipe": r["recipe"], "preset": r["preset"],
+                         "overrides": r["overrides"], "runs": {}}
+            entry["runs"][str(seed)] = r
+            merged[name] = entry
+        tmp = saved.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged, indent=1))
+        tmp.replace(saved)
 
 
 def table(results: dict[str, dict], names: list[str]) -> str:
@@ -154,6 +236,116 @@ def table(results: dict[str, dict], names: list[str]) -> str:
         for bar, ok in checks[len(keys):]:
             lines.append(f"| | | | | {bar} | {'yes' if ok else '**no**'} | |")
     return "\n".join(lines)
+
+
+# metrics where lower is better (the worst seed is the largest)
+LOWER_IS_BETTER = {"test_loss"}
+
+
+def stats(values: list[float], lower_is_better: bool = False) -> dict[str, float]:
+    """Mean, sample standard deviation (n - 1; 0 for one value) and worst value."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    return {"mean": mean, "sd": sd, "worst": max(values) if lower_is_better else min(values),
+            "n": n}
+
+
+def paired(diffs: list[float]) -> dict[str, float]:
+    """Paired comparison: mean of the per-seed differences d, its standard error
+    sd(d) / sqrt(n) (n - 1 in sd) and whether mean >= 2 SE with mean > 0 (needs n >= 2)."""
+    st = stats(diffs)
+    se = st["sd"] / st["n"] ** 0.5
+    return {"mean": st["mean"], "se": se, "n": st["n"],
+            "holds": st["n"] >= 2 and st["mean"] > 0 and st["mean"] >= 2 * se}
+
+
+def seed_bars(name: str, results: dict[str, dict], seeds: list[str]
+              ) -> list[tuple[str, dict[str, bool]]]:
+    """(bar, {seed: passed}) for each per-seed bar of ``name`` (the single-seed bars, each
+    seed against its own random init); dinov2's bar is the paired one (``paired_dinov2``)."""
+    runs = results[name]["runs"]
+    if name == "dinov2":
+        return []
+    out: dict[str, dict[str, bool]] = {}
+    for s in seeds:
+        for bar, ok in bars(name, runs[s]["trained"], runs[s]["baseline"], {}):
+            out.setdefault(bar, {})[s] = ok
+    return list(out.items())
+
+
+def paired_dinov2(results: dict[str, dict], seeds: list[str]) -> dict | None:
+    """dinov2 minus dino-shapes in patch mIoU on the seeds both have: per seed and paired."""
+    if "dinov2" not in results or "dino-shapes" not in results:
+        return None
+    a, b = results["dinov2"].get("runs", {}), results["dino-shapes"].get("runs", {})
+    both = [s for s in seeds if s in a and s in b]
+    if not both:
+        return None
+    d = {s: a[s]["trained"]["patch_seg_miou"] - b[s]["trained"]["patch_seg_miou"]
+         for s in both}
+    return {"per_seed": d, **paired(list(d.values()))}
+
+
+def seeds_table(results: dict[str, dict], names: list[str], seeds: list[int] | None = None
+                ) -> str:
+    """The per-seed Markdown table: for each outcome and metric, each seed's trained value
+    with the random init of the same seed in brackets, mean ± sd and worst (trained; random
+    init's mean in brackets), then each bar and the seeds where it fails."""
+    lines = []
+    for name in names:
+        entry = results[name]
+        if "runs" not in entry:
+            raise ValueError(f"{name}: no per-seed runs in the saved outcomes (run with "
+                             "--seeds)")
+        runs = entry["runs"]
+        have = sorted(runs, key=int) if seeds is None else [str(s) for s in seeds]
+        missing = [s for s in have if s not in runs]
+        if missing:
+            raise ValueError(f"{name}: no saved run for seeds {missing} (saved: "
+                             f"{sorted(runs, key=int)})")
+        sets = ", ".join(f"{k}={v}" for k, v in entry.get("overrides", {}).items())
+        lines += ["", f"**{name}** (`{entry['preset']}`{', ' + sets if sets else ''}; "
+                      "trained (random init of the same seed))", "",
+                  "| metric | " + " | ".join(f"seed {s}" for s in have)
+                  + " | mean ± sd | worst | bar | every seed |",
+                  "| --- | " + " | ".join("---" for _ in have) + " | --- | --- | --- | --- |"]
+        checks = seed_bars(name, results, have)
+        keys = OUTCOMES[name][2]
+        for i, key in enumerate(keys):
+            t = [runs[s]["trained"][key] for s in have]
+            b = [runs[s]["baseline"][key] for s in have]
+            st, sb = stats(t, key in LOWER_IS_BETTER), stats(b)
+            cells = [f"{x:.3f} ({y:.3f})" for x, y in zip(t, b)]
+            bar, okc = (checks[i][0], checks[i][1]) if i < len(checks) else ("", None)
+            lines.append(f"| {key} | " + " | ".join(cells)
+                         + f" | {st['mean']:.3f} ± {st['sd']:.3f} ({sb['mean']:.3f}) "
+                         f"| {st['worst']:.3f} | {bar} | {_every(okc)} |")
+        for bar, okc in checks[len(keys):]:
+            lines.append("| | " + " | ".join("" for _ in have) + f" | | | {bar} | "
+                         f"{_every(okc)} |")
+        if name == "dinov2":
+            pd = paired_dinov2(results, have)
+            if pd is None:
+                lines.append("| | " + " | ".join("" for _ in have)
+                             + " | | | patch mIoU lead over dino-shapes (not run on these "
+                             "seeds) | **no** |")
+            else:
+                cells = [f"{pd['per_seed'][s]:+.3f}" if s in pd["per_seed"] else ""
+                         for s in have]
+                lines.append("| lead over dino-shapes (patch mIoU) | " + " | ".join(cells)
+                             + f" | {pd['mean']:+.3f} ± {pd['se']:.3f} (SE) | "
+                             f"{min(pd['per_seed'].values()):+.3f} | paired mean lead >= 2 SE "
+                             f"({2 * pd['se']:.3f}) | {'yes' if pd['holds'] else '**no**'} |")
+    return "\n".join(lines).strip("\n")
+
+
+def _every(ok: dict[str, bool] | None) -> str:
+    """'yes' when a bar holds on every seed, else the seeds where it fails."""
+    if ok is None:
+        return ""
+    failed = [s for s, v in ok.items() if not v]
+    return "yes" if not failed else f"**no** (seed {', '.join(failed)})"
 
 
 if __name__ == "__main__":

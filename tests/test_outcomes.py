@@ -1,0 +1,162 @@
+"""bench/outcomes.py: the per-seed table of issue 15 (``--seeds``) at the tiny presets
+(seconds), its statistics against NumPy on the saved raw numbers, the per-seed bars against
+each seed's own random init, the paired DINOv2 comparison, and the single-seed behaviour."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "outcomes.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("bench_outcomes", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+
+
+def row(out: str, first_cell: str) -> list[str]:
+    """The cells of the Markdown row whose first cell is ``first_cell``."""
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in\n{out}")
+
+
+def test_seeds_tiny_end_to_end(tmp_path):
+    """Two seeds of dino-shapes and dinov2 at the tiny presets: per-seed runs on disk, raw
+    numbers in the JSON (each seed's own random init), and the printed mean, sd (n - 1),
+    worst and paired lead recomputed here with NumPy from those raw numbers."""
+    out = tmp_path / "o"
+    r = run("dino-shapes", "dinov2", "--preset", "tiny", "--seeds", "3", "5", "--out",
+            str(out))
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((out / "outcomes.json").read_text())
+    for name in ("dino-shapes", "dinov2"):
+        assert sorted(saved[name]["runs"]) == ["3", "5"]
+        for s in ("3", "5"):
+            run_ = saved[name]["runs"][s]
+            assert run_["seed"] == int(s) and run_["steps"] == 6
+            assert (out / name / f"seed-{s}" / "metrics.jsonl").exists()
+            assert set(run_["trained"]) == set(run_["baseline"])
+    # the two seeds draw different data: their random-init metrics differ
+    b = [saved["dino-shapes"]["runs"][s]["baseline"]["attn_iou_mean"] for s in ("3", "5")]
+    assert b[0] != b[1]
+
+    cells = row(r.stdout, "attn_iou_best_head")  # the first such row is dino-shapes'
+    t = np.array([saved["dino-shapes"]["runs"][s]["trained"]["attn_iou_best_head"]
+                  for s in ("3", "5")])
+    rb = np.array([saved["dino-shapes"]["runs"][s]["baseline"]["attn_iou_best_head"]
+                   for s in ("3", "5")])
+    assert cells[1] == f"{t[0]:.3f} ({rb[0]:.3f})"
+    assert cells[2] == f"{t[1]:.3f} ({rb[1]:.3f})"
+    assert cells[3] == f"{t.mean():.3f} ± {t.std(ddof=1):.3f} ({rb.mean():.3f})"
+    assert cells[4] == f"{t.min():.3f}"
+    # the bars: each seed against the random init of the same seed
+    fails = [s for s, x, y in zip(("3", "5"), t, rb) if not (x >= 0.5 and x >= 2 * y)]
+    assert fails  # six tiny steps cannot reach the bar
+
+    d = np.array([saved["dinov2"]["runs"][s]["trained"]["patch_seg_miou"]
+                  - saved["dino-shapes"]["runs"][s]["trained"]["patch_seg_miou"]
+                  for s in ("3", "5")])
+    lead = row(r.stdout, "lead over dino-shapes (patch mIoU)")
+    assert lead[1:3] == [f"{d[0]:+.3f}", f"{d[1]:+.3f}"]
+    assert lead[3] == f"{d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(2):.3f} (SE)"
+
+    # --table reprints the same table from the JSON alone
+    again = run("dino-shapes", "dinov2", "--table", "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == r.stdout.split("\n\n", 1)[1].strip()
+
+
+def test_single_seed_behaviour_kept(tmp_path):
+    """Without --seeds: one run in OUT/<name>, the old entry and the old table."""
+    out = tmp_path / "o"
+    r = run("dino", "--preset", "tiny", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((out / "outcomes.json").read_text())
+    assert "runs" not in saved["dino"] and saved["dino"]["steps"] == 6
+    assert (out / "dino" / "metrics.jsonl").exists()
+    assert "| outcome | metric | trained | random init | bar | pass | train time |" in r.stdout
+    acc = saved["dino"]["trained"]["knn_acc"]
+    assert row(r.stdout, "dino")[2] == f"{acc:.3f}"
+
+
+def fake(trained: dict, baseline: dict, preset: str = "cpu-shapes") -> dict:
+    return {"trained": trained, "baseline": baseline, "preset": preset}
+
+
+def test_per_seed_bar_uses_the_same_seeds_random_init():
+    """0.55 passes >= 0.5 and is >= 2x the *mean* random init (0.25) but not 2x its own
+    seed's (0.30): the bar fails on that seed, and the table names it."""
+    m = load_script()
+    runs = {"1": fake({"attn_iou_best_head": 0.60, "attn_iou_mean": 0.4, "patch_seg_miou": 0.4},
+                      {"attn_iou_best_head": 0.20, "attn_iou_mean": 0.2, "patch_seg_miou": 0.3}),
+            "2": fake({"attn_iou_best_head": 0.55, "attn_iou_mean": 0.4, "patch_seg_miou": 0.4},
+                      {"attn_iou_best_head": 0.30, "attn_iou_mean": 0.2, "patch_seg_miou": 0.3})}
+    results = {"dino-shapes": {"preset": "cpu-shapes", "overrides": {}, "runs": runs}}
+    out = m.seeds_table(results, ["dino-shapes"])
+    cells = row(out, "attn_iou_best_head")
+    assert cells[-2] == "attn IoU (best head) >= 0.5" and cells[-1] == "yes"
+    second = [ln for ln in out.splitlines() if "2x random" in ln][0]
+    assert second.rstrip(" |").endswith("**no** (seed 2)")
+    assert cells[4] == "0.550"  # worst seed
+
+
+@pytest.mark.parametrize("diffs", [[0.02, 0.03, 0.025, 0.01, 0.04],
+                                   [0.02, -0.01, 0.03, 0.0, 0.01],
+                                   [-0.02, -0.03, -0.01]])
+def test_paired_comparison_against_numpy(diffs):
+    """mean of d, SE = sd(d, n - 1) / sqrt(n), holds iff mean > 0 and mean >= 2 SE."""
+    m = load_script()
+    d = np.array(diffs)
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    p = m.paired(diffs)
+    assert p["mean"] == pytest.approx(d.mean(), abs=1e-15)
+    assert p["se"] == pytest.approx(se, rel=1e-12)
+    assert p["holds"] == bool(d.mean() > 0 and d.mean() >= 2 * se)
+
+
+def test_paired_needs_two_seeds_and_stats_worst():
+    m = load_script()
+    assert m.paired([0.5])["holds"] is False  # no SE from one seed
+    assert m.stats([0.3, 0.1, 0.2])["worst"] == 0.1
+    assert m.stats([0.3, 0.1, 0.2], lower_is_better=True)["worst"] == 0.3
+    assert m.stats([0.3])["sd"] == 0.0
+
+
+def test_merge_refuses_runs_of_another_setting(tmp_path):
+    """Seeds of different presets or overrides are not comparable: a clear error."""
+    m = load_script()
+    saved = tmp_path / "outcomes.json"
+    base = {"recipe": "dino", "preset": "cpu-shapes", "overrides": {}, "trained": {},
+            "baseline": {}}
+    m.merge_saved(saved, "dino-shapes", base, 11)
+    m.merge_saved(saved, "dino-shapes", base, 12)
+    assert sorted(json.loads(saved.read_text())["dino-shapes"]["runs"]) == ["11", "12"]
+    with pytest.raises(ValueError, match=r"overrides \{\}.*seeds \['11', '12'\].*another --out"):
+        m.merge_saved(saved, "dino-shapes", {**base, "overrides": {"lr": 1e-3}}, 13)
+
+
+def test_usage_errors(tmp_path):
+    r = run("dino", "--seeds", "1", "1", "--out", str(tmp_path))
+    assert r.returncode == 2 and "repeated seeds" in r.stderr
+    r = run("dino", "--seeds", "1", "--set", "seed=3", "--out", str(tmp_path))
+    assert r.returncode == 2 and "--seeds" in r.stderr
+    r = run("dino", "--set", "lr", "--out", str(tmp_path))
+    assert r.returncode == 2 and "KEY=VALUE" in r.stderr
