@@ -17,6 +17,7 @@ Where the transfers are counted: on the CuPy stand-in (tests/cupy_standin.py) by
 counter. Real CuPy has no such counter, so on a GPU the counts come from a child process
 that runs the same rows on the stand-in with the GPU hidden (``CUDA_VISIBLE_DEVICES=""``):
 the code path, hence the count, does not depend on the hardware; the times are the GPU's.
+Host-to-device copies per step (the batch, masks, index arrays) are shown beside them.
 On ``--device cpu`` NumPy never transfers: the counts are shown as "-". Stand-in times are
 NumPy's, not a GPU's. Prints a table; asserts nothing (tests/train/test_host_sync_budget.py
 holds the budget).
@@ -71,21 +72,23 @@ def measure(name: str, preset: str, device: str, warmup: int, steps: int, log_ev
     counter = cp if getattr(cp, "IS_STANDIN", False) else None
     W, K = _ceil_to(warmup, log_every), _ceil_to(steps, log_every)
     recipe = make_recipe(name, preset=preset, device=device, steps=W + K + 1)
-    marks: dict[int, tuple[float, int]] = {}
+    marks: dict[int, tuple[float, int, int]] = {}
     inner = recipe.train_step
 
     def train_step(step: int) -> Any:
         if step in (W, W + K):
-            marks[step] = (time.perf_counter(), counter.transfers() if counter else 0)
+            marks[step] = (time.perf_counter(), counter.transfers() if counter else 0,
+                           counter.transfers("to_device") if counter else 0)
         return inner(step)
 
     recipe.train_step = train_step
     with tempfile.TemporaryDirectory() as out:
         train(recipe, out, log_every=log_every, progress=False)
-    (t0, c0), (t1, c1) = marks[W], marks[W + K]
+    (t0, c0, h0), (t1, c1, h1) = marks[W], marks[W + K]
     return {"recipe": name, "preset": preset, "device": device, "log_every": log_every,
             "steps": K, "ms_per_step": 1e3 * (t1 - t0) / K,
             "transfers_per_step": (c1 - c0) / K if counter else None,
+            "to_device_per_step": (h1 - h0) / K if counter else None,
             "budget_per_step": 1 / log_every}
 
 
@@ -135,6 +138,7 @@ def main(a: argparse.Namespace) -> int:
         counted = counts_on_standin(a)
         for r, c in zip(rows, counted):
             r["transfers_per_step"] = c["transfers_per_step"]
+            r["to_device_per_step"] = c["to_device_per_step"]
         where = "the same rows on the stand-in (GPU hidden), in a child process"
     for r in rows:
         r["device_name"] = ("CuPy stand-in (NumPy)" if device == "standin" else
@@ -146,11 +150,14 @@ def main(a: argparse.Namespace) -> int:
     print(f"device: {rows[0]['device_name'] if rows else device}; preset {a.preset}; "
           f"transfers counted by: {where or '- (NumPy makes none)'}")
     print(f"{'recipe':<11} {'log every':>9} {'steps':>6} {'ms/step':>9} "
-          f"{'D2H/step':>9} {'budget':>7}")
+          f"{'D2H/step':>9} {'budget':>7} {'H2D/step':>9}")
     for r in rows:
-        t = r["transfers_per_step"]
+        t, h = r["transfers_per_step"], r["to_device_per_step"]
         print(f"{r['recipe']:<11} {r['log_every']:>9} {r['steps']:>6} {r['ms_per_step']:>9.1f} "
-              f"{'-' if t is None else f'{t:.2f}':>9} {r['budget_per_step']:>7.2f}")
+              f"{'-' if t is None else f'{t:.2f}':>9} {r['budget_per_step']:>7.2f} "
+              f"{'-' if h is None else f'{h:.1f}':>9}")
+    print("D2H: device-to-host transfers (host syncs); H2D: host-to-device copies (the batch, "
+          "masks and indices of each step)")
     if device == "standin":
         print("(stand-in times are NumPy's; only the counts say something about a GPU)")
     return 0

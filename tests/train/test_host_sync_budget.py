@@ -116,6 +116,25 @@ def test_budget_with_checkpoints_and_evaluations(case, device, tmp_path):
         f"(budget {K // L}); excluded: {res['excluded']}")
 
 
+def test_bench_reports_the_transfers_per_step(device):
+    """bench/host_sync.py's row: ms per step beside transfers per step, one read per
+    logging interval (the same count as the test above, through the bench's own code)."""
+    if device != "cuda" or standin() is None:
+        pytest.skip("counted on the CuPy stand-in (pytest --cupy-standin)")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "host_sync.py"
+    spec = importlib.util.spec_from_file_location("host_sync_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for L in (1, 2):
+        row = bench.measure("supervised", "tiny", "cuda", warmup=2, steps=4, log_every=L)
+        assert row["steps"] == 4 and row["ms_per_step"] > 0
+        assert row["transfers_per_step"] == row["budget_per_step"] == 1 / L
+        assert row["to_device_per_step"] >= 2  # the images and the labels of each step
+
+
 if __name__ == "__main__":  # the counts, for a report: python -m tests.train.test_host_sync_budget
     import os
     import tempfile
