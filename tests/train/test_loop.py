@@ -172,6 +172,17 @@ def test_nan_loss_found_at_the_log_interval_saves_nothing_past_it(tmp_path, save
     assert saved == (["ckpt-00000002.safetensors"] if save_every else [])
 
 
+def test_nan_loss_on_each_device_is_found_at_the_log_interval(tmp_path, device):
+    """On the GPU half too (the CuPy stand-in in CI): the losses stay device scalars until the
+    interval's read, which finds the NaN of step 4 and names it."""
+    recipe = _NaNAt(preset="tiny", steps=6, device=device)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4; stopping \(found at "
+                                               r"step 6"):
+        train(recipe, tmp_path, log_every=3, progress=False)
+    assert [r["step"] for r in read_metrics(tmp_path) if "loss" in r] == [3]
+    assert list_checkpoints(tmp_path) == []
+
+
 def test_log_every_logs_the_interval_end_and_the_last_step(tmp_path):
     result = train(_tiny(steps=7), tmp_path, log_every=3, progress=False)
     recs = [r for r in read_metrics(tmp_path) if "loss" in r]
