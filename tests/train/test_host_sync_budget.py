@@ -8,6 +8,10 @@ preset trains through ``train()`` itself (the loop, its logging and its checks i
 the counter is read when ``train_step`` is entered, so the window of K steps after W warm-up
 steps holds exactly those steps' work and the loop's reads after each of them.
 
+Data-dependent shapes (``nonzero``, boolean-mask indexing, ...) are synchronisations too on a
+GPU (CuPy reads the result's size back), which the counter cannot see: the window is also
+watched for them, and must have none.
+
 Checkpoints and evaluations: ``test_budget_per_logging_interval`` runs without them (no
 ``save_every``, no ``eval_every``; the final save and evaluation come after the window);
 ``test_budget_with_checkpoints_and_evaluations`` saves and evaluates every L steps and counts
@@ -36,6 +40,11 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 W, K, L = 3, 6, 3  # warm-up steps, counted steps, logging interval (W and K multiples of L)
 
+# Calls whose result's shape depends on the data: CuPy must read a count back to the host to
+# allocate it (an implicit synchronisation the stand-in's transfer counter does not see, since
+# NumPy computes it in place). Boolean-mask indexing is one too.
+SIZE_FROM_DATA = ("nonzero", "flatnonzero", "argwhere", "unique", "compress", "extract")
+
 
 def standin() -> Any:
     """The CuPy stand-in module, or None when the cuda half runs elsewhere (or not at all)."""
@@ -54,7 +63,24 @@ def count_steps(case: str, out_dir: Any, save_and_eval: bool = False) -> dict[st
     marks: dict[int, int] = {}
     excluded = {"save": 0, "evaluate": 0}
     kinds: dict[str, int] = {}
+    shapes: list[str] = []  # data-dependent shapes met inside the window
     inner_step = recipe.train_step
+    call, getitem = cp._call, cp.ndarray.__getitem__
+
+    def in_window() -> bool:
+        return len(marks) - 1 in range(W, W + K)
+
+    def watched_call(func: Any, args: tuple, kwargs: dict, where: str) -> Any:
+        if in_window() and where.rsplit(".", 1)[-1] in SIZE_FROM_DATA:
+            shapes.append(where)
+        return call(func, args, kwargs, where)
+
+    def watched_getitem(self: Any, key: Any) -> Any:
+        parts = key if isinstance(key, tuple) else (key,)
+        if in_window() and any(getattr(getattr(k, "dtype", None), "kind", "") == "b"
+                               and getattr(k, "ndim", 0) > 0 for k in parts):
+            shapes.append("boolean-mask indexing")
+        return getitem(self, key)
 
     def train_step(step: int) -> Any:
         marks[step] = cp.transfers()
@@ -71,7 +97,7 @@ def count_steps(case: str, out_dir: Any, save_and_eval: bool = False) -> dict[st
             try:
                 return fn(*args, **kwargs)
             finally:
-                if len(marks) - 1 in range(W, W + K):  # inside the window
+                if in_window():
                     excluded[what] += cp.transfers() - before
         return wrapper
 
@@ -80,15 +106,17 @@ def count_steps(case: str, out_dir: Any, save_and_eval: bool = False) -> dict[st
     if save_and_eval:
         recipe.evaluate = counted("evaluate", recipe.evaluate)
         loop._save = counted("save", save)
+    cp._call, cp.ndarray.__getitem__ = watched_call, watched_getitem
     try:
         cp.reset_transfers()
         train(recipe, out_dir, log_every=L, progress=False,
               save_every=L if save_and_eval else 0, eval_every=L if save_and_eval else 0)
     finally:
         loop._save = save
+        cp._call, cp.ndarray.__getitem__ = call, getitem
     window = marks[W + K] - marks[W]
-    return {"window": window, "excluded": excluded, "kinds": {k: v for k, v in kinds.items()
-                                                             if v}}
+    return {"window": window, "excluded": excluded, "shapes": shapes,
+            "kinds": {k: v for k, v in kinds.items() if v}}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -100,6 +128,7 @@ def test_budget_per_logging_interval(case, device, tmp_path):
     assert res["window"] <= K // L, (
         f"{case}: {res['window']} device-to-host transfers in {K} steps logged every {L} "
         f"(budget {K // L}); by kind: {res['kinds']}")
+    assert res["shapes"] == [], f"{case}: data-dependent shapes on the device: {res['shapes']}"
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -143,4 +172,5 @@ if __name__ == "__main__":  # the counts, for a report: python -m tests.train.te
     for c in CASES:
         with tempfile.TemporaryDirectory() as d:
             r = count_steps(c, d)
-        print(f"{c:11s} {r['window']:4d} transfers in {K} steps (budget {K // L})  {r['kinds']}")
+        print(f"{c:11s} {r['window']:4d} transfers in {K} steps (budget {K // L})  {r['kinds']}"
+              f"  data-dependent shapes: {len(r['shapes'])}")
