@@ -96,7 +96,8 @@ def counts_on_standin(a: argparse.Namespace) -> list[dict[str, Any]]:
     """The same rows on the stand-in in a child process with the GPU hidden."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "counts.json"
-        cmd = [sys.executable, __file__, "--device", "standin", "--counts-only",
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--device", "standin",
+               "--counts-only",
                "--recipes", a.recipes, "--preset", a.preset, "--steps", str(a.steps),
                "--warmup", str(a.warmup), "--log-every", a.log_every, "--json", str(path)]
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="",
