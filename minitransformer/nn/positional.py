@@ -124,7 +124,7 @@ def bicubic_matrix(n_in: int, n_out: int, scale: float | None = None,
       clamped to the border pixel. Identity when n_in == n_out and no scale is given.
     - Anti-aliased (``antialias=True``, ATen ``_upsample_bicubic2d_aa``, PIL's resampling):
       Keys' kernel with A = -0.5 stretched by $\\sigma = \\max(r, 1)$ (wider when
-      downsampling, so each output pixel averages the $4r$ input pixels it covers),
+      downsampling: each output pixel averages the about $4r$ input pixels around it),
       $w_{dj} \\propto k((j + 1/2 - c_d)/\\sigma)$ over the pixels j inside the image only,
       each row renormalised to sum to 1 (no clamping). It differs from the plain matrix even
       when upsampling (A, and the border rows). An axis whose size does not change is left
