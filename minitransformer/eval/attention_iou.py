@@ -79,8 +79,10 @@ def attention_iou(attn_cls_to_patches: Any, object_masks: Any, threshold: float 
     """Mean IoU between ``attention_mass_mask(attn, threshold)`` and the object mask.
 
     ``attn_cls_to_patches`` is the last block's CLS-query row over the patch keys
-    (``get_last_selfattention(x)[:, :, 0, 1:]``); it is renormalised over the patches, as
-    DINO does. Each head's map gives ``per_head``; the mean of the heads' maps gives
+    (``get_last_selfattention(x)[:, :, 0, model.num_prefix_tokens:]``: ``1:`` without
+    registers; with R registers the first 1 + R keys are CLS and the registers, as
+    ``viz.cls_attention_maps`` drops them); it is renormalised over the patches, as DINO
+    does. Each head's map gives ``per_head``; the mean of the heads' maps gives
     ``heads_averaged``. An image whose mask is empty scores 0 (the kept set is never empty).
 
     Shapes: attn_cls_to_patches (B, H, N), object_masks (B, N) bool (see
