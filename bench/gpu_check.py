@@ -21,8 +21,9 @@ Without a GPU (``mt.pick_device()`` says why) it prints one line saying so and e
 status 2, having run nothing. ``--standin`` runs every step on the strict CuPy stand-in of the
 test suite (``MINITRANSFORMER_CUPY_STANDIN=tests.cupy_standin``: NumPy underneath, CuPy's
 refusals on top; its timings and memory say nothing about a GPU) so that the script itself can
-be tested without one; ``--quick`` uses tiny sizes (one test file, a 2-step demo, 3 preset
-steps, one notebook: seconds). Exit status: 0 when every step passed, 1 otherwise.
+be tested without one; ``--quick`` uses tiny sizes (one test file, one recipe's host syncs
+over 2 steps, a 2-step demo, 3 preset steps, one notebook: seconds). Exit status: 0 when every
+step passed, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -47,22 +48,34 @@ BENCH = ROOT / "bench"
 STANDIN = "tests.cupy_standin"
 DEFAULT_OUT = ROOT / "runs" / "gpu_check"
 PRESET_STEPS = 80  # dino's gpu preset: about 1 s per step or less expected on a datacenter GPU
+# bench/host_sync.py's rows: every recipe's tiny preset, logged every step and every 10 steps
+HOST_SYNC_ARGS = ["--preset", "tiny", "--log-every", "1,10", "--steps", "20", "--warmup", "10"]
+HOST_SYNC_QUICK = ["--preset", "tiny", "--recipes", "supervised", "--log-every", "1,2",
+                   "--steps", "2", "--warmup", "2"]
 
-# name -> (time limit in seconds, what it runs)
+# name -> (time limit in seconds, what it runs). The limits add up to BUDGET (450 s). Adding
+# host_sync (100 s) took 20 s from tests (was 120), 10 s from vit_step (40), 10 s from demo
+# (60), 30 s from preset (90: it keeps the steps it logged when stopped) and 30 s from
+# notebooks (140); no GPU run has timed the steps yet.
 STEPS: dict[str, tuple[float, str]] = {
-    "tests": (120, "the cuda half of the test suite on the GPU: `python -m pytest -q "
+    "tests": (100, "the cuda half of the test suite on the GPU: `python -m pytest -q "
                    "-p no:cacheprovider -k cuda` (pass/fail/skip counts from pytest's last line)"),
-    "vit_step": (40, "bench/vit_step.py's ViT training step (forward + backward, batch 64) on "
+    "vit_step": (30, "bench/vit_step.py's ViT training step (forward + backward, batch 64) on "
                      "CuPy and on NumPy: median ms per step after warm-up (CuPy synchronised), "
                      "GFLOP/s from vit_step's analytic matmul FLOP count, peak GPU memory "
                      "(CuPy memory pool used/total bytes, sampled after forward and backward)"),
-    "demo": (60, "`python -m minitransformer demo --device cuda --out ...`: wall time and the "
+    "host_sync": (100, "`python bench/host_sync.py --device cuda " + " ".join(HOST_SYNC_ARGS)
+                       + " --json WORK/host_sync.json`: every recipe trained through train() "
+                       "on the GPU, logged every step and every 10 steps: ms per step beside "
+                       "device-to-host transfers per step (counted by the same rows on the CuPy "
+                       "stand-in in a child with the GPU hidden) against the budget 1/L"),
+    "demo": (50, "`python -m minitransformer demo --device cuda --out ...`: wall time and the "
                  "zero-shot accuracies it prints (trained and at random init)"),
-    "preset": (90, f"`python -m minitransformer train dino --preset gpu --device cuda --steps "
+    "preset": (60, f"`python -m minitransformer train dino --preset gpu --device cuda --steps "
                     f"{PRESET_STEPS}` (--preset-steps): s/step (median of the logged steps; the "
                     "first, with CuPy's kernel compilation, apart) and the loss, first and last; "
                     "at the limit it is sent SIGTERM (it saves) and what it logged is kept"),
-    "notebooks": (140, "every notebook in notebooks/ in tiny mode (MINITRANSFORMER_TINY=1) with "
+    "notebooks": (110, "every notebook in notebooks/ in tiny mode (MINITRANSFORMER_TINY=1) with "
                        "MINITRANSFORMER_DEVICE=cuda, exercises filled with their solutions as in "
                        "tests/test_notebooks.py, each in a fresh kernel: pass/fail per notebook "
                        "(those left when the step's time is spent are recorded as not run)"),
@@ -289,6 +302,32 @@ def time_vit_step(vit_step: Any, va: argparse.Namespace, device: str, flops: int
 DEMO_ROW = re.compile(r"^\s+(\w+)\s+(-?[\d.]+(?:e-?\d+)?)\s+(-?[\d.]+(?:e-?\d+)?)\s*$")
 
 
+def step_host_sync(a: argparse.Namespace, limit: float, work: Path) -> dict[str, Any]:
+    """bench/host_sync.py's table as JSON rows: per recipe and logging interval L, the ms per
+    step and the device-to-host transfers per step (budget 1/L). On the stand-in
+    (``--standin``) it runs with ``--device standin``: host_sync's ``cuda`` means real CuPy."""
+    result = work / "host_sync.json"
+    cmd = [sys.executable, str(BENCH / "host_sync.py"),
+           "--device", "standin" if a.standin else "cuda",
+           *(HOST_SYNC_QUICK if a.quick else HOST_SYNC_ARGS), "--json", str(result)]
+    r = run_limited(cmd, limit, child_env(a.standin))
+    data = json.loads(result.read_text()) if result.exists() else {}
+    rows = [{k: row.get(k) for k in ("recipe", "log_every", "steps", "ms_per_step",
+                                     "transfers_per_step", "to_device_per_step",
+                                     "budget_per_step")} for row in data.get("rows", [])]
+    over = [f"{row['recipe']} L={row['log_every']}: {row['transfers_per_step']}" for row in rows
+            if row["transfers_per_step"] is None
+            or row["transfers_per_step"] > row["budget_per_step"] + 1e-9]
+    ok = r["rc"] == 0 and not r["timed_out"] and bool(rows) and not over
+    rec: dict[str, Any] = {"ok": ok, "command": " ".join(cmd[1:]), "rc": r["rc"],
+                           "wall_s": r["wall_s"], "timed_out": r["timed_out"],
+                           "counted_by": data.get("counted_by"), "rows": rows,
+                           "over_budget": over}
+    if not ok:
+        rec["output_tail"] = tail(r["output"])
+    return rec
+
+
 def step_demo(a: argparse.Namespace, limit: float, work: Path) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "minitransformer", "demo", "--device", "cuda",
            "--out", str(work / "demo"), "--no-progress"]
@@ -411,7 +450,8 @@ def notebook_worker(a: argparse.Namespace) -> None:
     a.result.write_text(json.dumps({"notebook": a.notebook.name, "status": "passed"}))
 
 
-RUNNERS = {"tests": step_tests, "vit_step": step_vit, "demo": step_demo,
+RUNNERS = {"tests": step_tests, "vit_step": step_vit, "host_sync": step_host_sync,
+           "demo": step_demo,
            "preset": step_preset, "notebooks": step_notebooks}
 
 
@@ -476,6 +516,18 @@ def summary(name: str, rec: dict[str, Any]) -> str:
         return (f"CuPy {g['ms_per_step']:.1f} ms ({g['gflops']:.0f} GFLOP/s, peak "
                 f"{mem:.0f} MiB used) vs NumPy {c['ms_per_step']:.1f} ms "
                 f"({c['gflops']:.1f} GFLOP/s): {rec['cuda_speedup']:.1f}x")
+    if name == "host_sync" and rec.get("rows"):
+        by_recipe: dict[str, list[dict[str, Any]]] = {}
+        for row in rec["rows"]:
+            by_recipe.setdefault(row["recipe"], []).append(row)
+        first = next(iter(by_recipe.values()))
+        intervals = "/".join(str(row["log_every"]) for row in first)
+        cells = [f"{name_} " + "/".join(_fmt(row["ms_per_step"], ".1f") for row in rows)
+                 + " ms, " + "/".join(_fmt(row["transfers_per_step"], ".2f") for row in rows)
+                 for name_, rows in by_recipe.items()]
+        return (f"ms/step and D2H transfers/step at log every {intervals}: " + "; ".join(cells)
+                + (f"; over budget: {', '.join(rec['over_budget'])}" if rec["over_budget"]
+                   else ""))
     if name == "demo":
         zs = ", ".join(f"{k.removeprefix('zero_shot_')} {v:.3f}"
                        for k, v in rec["zero_shot"].items())

@@ -15,7 +15,7 @@ import minitransformer as mt
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_check.py"
-STEPS = ["tests", "vit_step", "demo", "preset", "notebooks"]
+STEPS = ["tests", "vit_step", "host_sync", "demo", "preset", "notebooks"]
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
@@ -36,7 +36,7 @@ def test_help_works_without_a_gpu_and_names_every_step_with_its_limit():
     for i, step in enumerate(STEPS, 1):
         assert f"{i}. {step} (at most " in r.stdout, step
     for what in ("-k cuda", "--device cuda", "--preset gpu", "MINITRANSFORMER_DEVICE=cuda",
-                 "8 minutes", "report.json"):
+                 "8 minutes", "report.json", "bench/host_sync.py", "--log-every 1,10"):
         assert what in r.stdout, what
 
 
@@ -70,12 +70,70 @@ def test_standin_quick_run_writes_a_report_with_every_step(tmp_path):
     for device in ("cuda", "cpu"):
         assert vit[device]["ms_per_step"] > 0 and vit[device]["gflops"] > 0
     assert vit["cuda"]["host_transfers_per_step"] >= 0
+    sync = report["steps"]["host_sync"]
+    assert [(r["recipe"], r["log_every"]) for r in sync["rows"]] == [("supervised", 1),
+                                                                    ("supervised", 2)]
+    for row in sync["rows"]:  # counted on the stand-in: one read per logging interval
+        assert row["ms_per_step"] > 0
+        assert row["transfers_per_step"] == pytest.approx(1 / row["log_every"])
+    assert sync["over_budget"] == [] and sync["counted_by"] == "stand-in counter"
     assert set(report["steps"]["demo"]["zero_shot"]) >= {"zero_shot_shape", "zero_shot_colour"}
     preset = report["steps"]["preset"]
     assert preset["last_step"] == 3 and preset["loss_last"] is not None
     assert report["steps"]["notebooks"]["passed"] == report["steps"]["notebooks"]["total"] >= 1
     for step in STEPS:  # the table has a row per step
         assert f"| {step} | ok |" in r.stdout
+
+
+def test_the_limits_fit_the_8_minute_budget():
+    """The steps' limits add up to at most the budget, and the budget plus the 20 s a step
+    stopped at its limit may take to exit stays within the 8 minutes."""
+    gc = _load_script()
+    assert list(gc.STEPS) == STEPS
+    assert sum(limit for limit, _ in gc.STEPS.values()) <= gc.BUDGET
+    assert gc.BUDGET + 20 <= 8 * 60
+
+
+def _fake_host_sync(gc, monkeypatch, rows, rc=0):
+    """host_sync's child replaced: it writes ``rows`` where --json says and exits with rc."""
+    def fake(cmd, limit, env=None, cwd=None):
+        path = Path(cmd[cmd.index("--json") + 1])
+        path.write_text(json.dumps({"counted_by": "test", "rows": rows}))
+        return {"rc": rc, "wall_s": 0.1, "timed_out": False, "output": "fake"}
+    monkeypatch.setattr(gc, "run_limited", fake)
+
+
+def _row(recipe, L, ms, transfers):
+    return {"recipe": recipe, "log_every": L, "steps": 20, "ms_per_step": ms,
+            "transfers_per_step": transfers, "to_device_per_step": 2.0,
+            "budget_per_step": 1 / L, "device_name": "test"}
+
+
+def test_host_sync_step_runs_the_bench_and_reports_ms_beside_transfers(tmp_path, monkeypatch):
+    gc = _load_script()
+    rows = [_row("mlm", 1, 12.5, 1.0), _row("mlm", 10, 4.25, 0.1),
+            _row("dino", 1, 30.0, 1.0), _row("dino", 10, 20.0, 0.1)]
+    _fake_host_sync(gc, monkeypatch, rows)
+    a = gc.parse_args([])
+    rec = gc.step_host_sync(a, 100, tmp_path)
+    assert rec["ok"] and rec["over_budget"] == [] and len(rec["rows"]) == 4
+    for flag in ("--device cuda", "--preset tiny", "--log-every 1,10", "--steps 20",
+                 "--warmup 10", f"--json {tmp_path / 'host_sync.json'}"):
+        assert flag in rec["command"], flag
+    cell = gc.summary("host_sync", rec)
+    assert "log every 1/10" in cell
+    assert "mlm 12.5/4.2 ms, 1.00/0.10" in cell and "dino 30.0/20.0 ms, 1.00/0.10" in cell
+
+
+def test_host_sync_step_fails_when_a_recipe_is_over_budget(tmp_path, monkeypatch):
+    gc = _load_script()
+    _fake_host_sync(gc, monkeypatch, [_row("clip", 1, 9.0, 1.0), _row("clip", 10, 8.0, 0.3)])
+    rec = gc.step_host_sync(gc.parse_args(["--standin", "--quick"]), 100, tmp_path)
+    assert not rec["ok"] and rec["over_budget"] == ["clip L=10: 0.3"]
+    assert "--device standin" in rec["command"] and "--recipes supervised" in rec["command"]
+    assert "over budget: clip L=10: 0.3" in gc.summary("host_sync", rec)
+    _fake_host_sync(gc, monkeypatch, [], rc=1)  # the bench crashed before writing its rows
+    assert not gc.step_host_sync(gc.parse_args([]), 100, tmp_path)["ok"]
 
 
 def _load_script():
