@@ -95,9 +95,13 @@ def test_notebook_runs(path, kernel_env):
     client.execute()  # raises CellExecutionError naming the cell and the traceback
 
 
-# Two notebooks also run with the device set to cuda on the strict CuPy stand-in
-# (tests/cupy_standin.py): the attention walkthrough, and CLIP with a shipped checkpoint.
-ON_STANDIN = [NOTEBOOK_DIR / "01_self_attention.ipynb", NOTEBOOK_DIR / "07_clip.ipynb"]
+# Five notebooks also run with the device set to cuda on the strict CuPy stand-in
+# (tests/cupy_standin.py): the attention walkthrough, CLIP with a shipped checkpoint, DINO's
+# training loops written by hand (their metrics are device scalars), the GPU walkthrough, and
+# the real-model loaders.
+ON_STANDIN = [NOTEBOOK_DIR / name for name in (
+    "01_self_attention.ipynb", "07_clip.ipynb", "08_dino.ipynb", "10_training_on_gpu.ipynb",
+    "11_real_models.ipynb")]
 
 
 @pytest.mark.slow
