@@ -5,6 +5,8 @@
     python -m minitransformer train dino --out runs/dino --resume
     python -m minitransformer eval runs/dino --baseline
     python -m minitransformer list                       # recipes, presets and settings
+    mpiexec -n 2 python -m minitransformer train dino --preset cpu --out runs/dino-2
+                                      # data parallel: 2 processes share each global batch
 
 The same program is installed as the ``minitransformer`` console script.
 """
@@ -24,6 +26,15 @@ __all__ = ["UsageError", "main"]
 # The largest accepted step counts and seeds (the recipes' own LIMITS; kept equal by a test).
 MAX_STEPS = 10_000_000
 MAX_SEED = 2**32 - 1
+# `train --log-every` by default: the losses are read (and a metrics.jsonl record written)
+# every steps / 100 steps, at least 1 (a tiny run logs each step) and at most LOG_EVERY; a
+# checkpoint reads the pending ones first, so a save never holds an unchecked loss.
+LOG_EVERY = 10
+
+
+def default_log_every(steps: int) -> int:
+    """``--log-every``'s default for a run of ``steps``: steps // 100 in [1, LOG_EVERY]."""
+    return min(LOG_EVERY, max(1, int(steps) // 100))
 
 
 class UsageError(Exception):
@@ -165,10 +176,16 @@ def _table(rows: dict[str, dict[str, float]]) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .backend import keep_freed_memory
     from .train import TrainingDiverged, loop, recipe_class, train
     from .train.config_check import compare_config
 
+    try:  # under mpiexec -n W (W > 1) the W processes train one model together
+        distributed.init("mpi" if args.distributed else "auto")
+    except ImportError as e:
+        raise UsageError(str(e)) from e
+    lead = distributed.rank() == 0  # prints and writes (the others train silently)
     device = _device(args.device)
     cls = recipe_class(args.recipe)
     overrides = _parse_set(args.set)
@@ -203,11 +220,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 msg = "--allow-changes" + msg[len("allow_changes"):]
             raise UsageError(msg) from e
         _writable_dir(out)
-        print(f"resuming {args.recipe} from {path.name} (step {meta.get('step')})")
+        if lead:
+            print(f"resuming {args.recipe} from {path.name} (step {meta.get('step')})")
     else:
         preset = args.preset or "cpu"
         cfg = _config(cls, preset, overrides)
         _writable_dir(out)
+    problem = cls.distributed_problem(cfg)  # over W ranks: an unsupported recipe, a batch
+    if problem:  # that W does not divide
+        raise UsageError(problem)
 
     keep_freed_memory()  # a training process: no page faults for each step's activations
     recipe = cls(preset=preset, device=device, **dataclasses.asdict(cfg))
@@ -216,8 +237,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(recipe, out, resume=args.resume, eval_every=args.eval_every,
                        save_every=save_every, progress=not args.no_progress,
-                       overwrite=args.overwrite, allow_changes=tuple(allow))
-    except (FileExistsError, locked) as e:
+                       log_every=args.log_every or default_log_every(recipe.steps),
+                       overwrite=args.overwrite,
+                       allow_changes=tuple(allow))
+    except (FileExistsError, locked, loop.WorldSizeMismatch) as e:
         raise UsageError(str(e)) from e
     except TrainingDiverged as e:
         if args.debug:
@@ -231,10 +254,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from e
         raise
     state = "interrupted" if result.interrupted else "done"
-    print(f"{recipe.name}: {state} at step {result.steps_done} in {result.seconds:.1f} s; "
-          f"checkpoint {result.checkpoint}")
-    if result.eval_metrics:
-        print(_table({"trained": result.eval_metrics}))
+    ranks = distributed.world_size()
+    if lead:
+        print(f"{recipe.name}: {state} at step {result.steps_done} in {result.seconds:.1f} s"
+              f"{f' on {ranks} ranks' if ranks > 1 else ''}; checkpoint {result.checkpoint}")
+        if result.eval_metrics:
+            print(_table({"trained": result.eval_metrics}))
     if not result.interrupted:
         return 0
     return 143 if result.signal == "SIGTERM" else 130  # 128 + the signal's number, as shells
@@ -338,6 +363,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting (see `list`); JSON values, e.g. "
                         "betas=[0.9,0.98]")
+    t.add_argument("--log-every", type=_whole(1, MAX_STEPS), default=None, metavar="N",
+                   help="read the losses from the device and log them every N steps (one "
+                        "host-device synchronisation per N steps; a NaN loss is found at the "
+                        "end of its interval; default: a hundredth of the run, at least 1 and "
+                        f"at most {LOG_EVERY})")
+    t.add_argument("--distributed", action="store_true",
+                   help="insist on MPI (mpi4py) even for one process; without it, "
+                        "`mpiexec -n N python -m minitransformer train ...` is detected from "
+                        "the environment and the N processes split each global batch "
+                        "(--set batch_size is the global batch; docs/distributed.md)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(fn=_cmd_train)
 

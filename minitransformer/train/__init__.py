@@ -14,6 +14,7 @@ from .loop import (
     checkpoint_path,
     list_checkpoints,
     load_latest,
+    metrics_as_floats,
     read_metrics,
     train,
 )
@@ -29,6 +30,7 @@ from .recipes import (
 __all__ = [
     "PRESET_NAMES", "RECIPES", "BaseRecipe", "Recipe", "RunDirectoryLocked", "TrainResult",
     "TrainingDiverged",
-    "checkpoint_path", "list_checkpoints", "load_latest", "make_recipe", "read_metrics",
+    "checkpoint_path", "list_checkpoints", "load_latest", "make_recipe", "metrics_as_floats",
+    "read_metrics",
     "recipe_class", "recipe_from_config", "train",
 ]

@@ -35,6 +35,22 @@ atomically, the metrics log included (``_truncate_metrics``); leftovers of kille
 removed at start (``_remove_leftovers``); the directory is locked while a process trains in it
 (``train.lock``, ``RunDirectoryLocked``); SIGTERM stops like the first Ctrl-C; a state with a
 NaN or inf array is never saved as a checkpoint.
+
+Over W > 1 ranks (``mpiexec -n W``, ``minitransformer.distributed``): every rank runs this
+loop on its shard of each global batch (the recipe shards; ``recipes/base.py``). Rank 0
+alone locks and cleans the run directory and writes into it (checkpoints, the metrics log);
+the other ranks write nothing. A decision taken on rank 0 (the directory is locked, holds an
+earlier run, the checkpoint does not fit) is sent to every rank, which all raise the same
+error instead of leaving the others waiting in a collective. After the start (fresh or
+resumed: every rank reads the same checkpoint) rank 0's modules are broadcast
+(``recipe.broadcast_state``). The logged metrics are means over ranks: each device scalar of
+the interval is all-reduced in the same read (for the loss, a mean of per-shard means, the
+global batch's loss with equal shards; for diagnostics such as the teacher entropy, the mean
+of the ranks' values). Ctrl-C or SIGTERM on any rank stops every rank after the same step (the
+flag is all-reduced each step). Evaluation runs on rank 0 alone (``distributed.rank_local``)
+and its metrics are sent to every rank. Checkpoints record the world size: resuming with
+another number of ranks is refused (``WorldSizeMismatch``), though the saved state does not
+depend on it (every rank holds the same model, optimiser and generator).
 """
 
 from __future__ import annotations
@@ -55,7 +71,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .. import backend, io
+from .. import backend, distributed, io
 from ..autograd import Tensor
 
 try:  # POSIX; on Windows the run directory is not locked
@@ -69,6 +85,7 @@ __all__ = [
     "RunDirectoryLocked",
     "TrainResult",
     "TrainingDiverged",
+    "WorldSizeMismatch",
     "checkpoint_path",
     "list_checkpoints",
     "load_latest",
@@ -109,6 +126,66 @@ class TrainingDiverged(RuntimeError):
 
 class RunDirectoryLocked(RuntimeError):
     """Another process is training in this run directory (its PID is in the message)."""
+
+
+class WorldSizeMismatch(ValueError):
+    """A checkpoint written by a run over W ranks is resumed with another number of ranks."""
+
+
+# Errors that rank 0 raises and every other rank re-raises as the same class (``_on_rank0``).
+_SHARED_ERRORS: dict[str, type[BaseException]] = {
+    cls.__name__: cls for cls in (
+        FileExistsError, FileNotFoundError, ValueError, RuntimeError, OSError, KeyError,
+        RunDirectoryLocked, TrainingDiverged, WorldSizeMismatch, io.CheckpointError)}
+
+
+def _lead() -> bool:
+    """True on the rank that writes the run directory (rank 0; the only one in one process)."""
+    return distributed.rank() == 0 or not distributed.is_distributed()
+
+
+def _bcast_json(value: Any) -> Any:
+    """Rank 0's JSON-able ``value`` on every rank (``value`` itself in one process)."""
+    if not distributed.is_distributed():
+        return value
+    data = np.frombuffer(json.dumps(value).encode("utf-8"), dtype=np.uint8) \
+        if distributed.rank() == 0 else None
+    return json.loads(bytes(distributed.broadcast(data)).decode("utf-8"))
+
+
+def _on_rank0(fn: Any) -> Any:
+    """Run ``fn()`` on rank 0 alone; every rank returns its JSON-able result, or raises:
+    rank 0 its own exception, the others one of the same class (``_SHARED_ERRORS``, else
+    ``RuntimeError``) with the same message. So a decision made on rank 0 (a locked
+    directory, a checkpoint that does not fit) stops every rank instead of leaving the others
+    waiting in their next collective. One broadcast; in one process just ``fn()``."""
+    if not distributed.is_distributed():
+        return fn()
+    error: BaseException | None = None
+    report: dict[str, Any] = {}
+    if distributed.rank() == 0:
+        try:
+            report["value"] = fn()
+        except Exception as e:  # sent to the other ranks, then raised here
+            error = e
+            report = {"error": type(e).__name__, "message": str(e)}
+    report = _bcast_json(report)
+    if error is not None:
+        raise error
+    if "error" in report:
+        cls = _SHARED_ERRORS.get(report["error"], RuntimeError)
+        raise cls(report["message"] if cls is not RuntimeError or report["error"] ==
+                  "RuntimeError" else f"rank 0: {report['error']}: {report['message']}")
+    return report.get("value")
+
+
+def _any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any rank (one all-reduce of one integer;
+    ``flag`` itself in one process)."""
+    if not distributed.is_distributed():
+        return bool(flag)
+    return bool(distributed.all_reduce(np.array([int(bool(flag))], dtype=np.int64),
+                                       check=False)[0] > 0)
 
 
 @dataclass
@@ -369,7 +446,8 @@ def _save(recipe: Recipe, out: Path, step: int, keep: int) -> Path:
     """Write the pair for ``step``, then delete the older pairs beyond the newest ``keep``
     (never a pair of a later step: those belong to no run that reaches this one). A state
     holding a NaN or inf is not saved: ``TrainingDiverged`` names the first such array, and
-    the previous (finite) checkpoint stays the newest."""
+    the previous (finite) checkpoint stays the newest. Over W ranks every rank checks its
+    (identical) state and rank 0 alone writes; the metadata records ``world_size``."""
     arrays, meta = recipe.state()
     bad = _first_non_finite(arrays)
     if bad is not None:
@@ -379,10 +457,15 @@ def _save(recipe: Recipe, out: Path, step: int, keep: int) -> Path:
             f"(the first: {name!r}); stopping without saving them. {_last_good(out)}. "
             "Try a lower learning rate or stronger gradient clipping."
         )
-    meta = dict(meta, step=step, recipe=recipe.name, config=recipe.config())
-    path = io.save_checkpoint(checkpoint_path(out, step), arrays, meta)
-    _prune(out, step, keep)
-    return path
+    meta = dict(meta, step=step, recipe=recipe.name, config=recipe.config(),
+                world_size=distributed.world_size())
+
+    def write() -> str:
+        path = io.save_checkpoint(checkpoint_path(out, step), arrays, meta)
+        _prune(out, step, keep)
+        return str(path)
+
+    return Path(_on_rank0(write))
 
 
 def _prune(out: Path, step: int, keep: int) -> None:
@@ -461,15 +544,24 @@ def train(
     ``FileExistsError``, so an earlier run is never mixed with or lost to a new one, unless
     ``overwrite=True``, which deletes them (and the metrics log) first.
 
+    Launched over W ranks (``mpiexec -n W``), every rank calls ``train`` with the same
+    arguments; see the module docstring for who does what. A checkpoint of a run over
+    another number of ranks is refused (``WorldSizeMismatch``).
+
     Resuming compares the checkpoint's configuration with ``recipe.config()``
     (``config_check.compare_config``) and refuses any difference (``ConfigMismatch``, listing
     each changed setting) except the settings named in ``allow_changes`` (e.g. ``("steps",)``
     to extend a run on purpose).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with _locked(out):
-        _remove_leftovers(out)
+    with contextlib.ExitStack() as stack:
+
+        def prepare() -> None:  # rank 0 alone: the directory is its to lock and clean
+            out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(_locked(out))
+            _remove_leftovers(out)
+
+        _on_rank0(prepare)
         return _train_locked(recipe, out, steps, resume, eval_every, save_every, progress,
                              log_every, keep, overwrite, allow_changes)
 
@@ -482,18 +574,25 @@ def _train_locked(recipe: Recipe, out: Path, steps: int | None, resume: bool, ev
 
     total = int(steps if steps is not None else recipe.steps)
     start = 0
-    found = [] if resume else list_checkpoints(out)
-    if found:
-        if not overwrite:
-            raise FileExistsError(
-                f"{out} already holds {len(found)} checkpoint(s) of an earlier run (newest: "
-                f"{found[-1].name}); continue it with resume=True (--resume), or start over "
-                "with overwrite=True (--overwrite), or choose another directory"
-            )
-        for old in found:
-            _delete_pair(old)
-    if resume:
+    lead = _lead()
+
+    def fresh() -> None:  # rank 0: refuse, or delete, an earlier run's checkpoints
+        found = list_checkpoints(out)
+        if found:
+            if not overwrite:
+                raise FileExistsError(
+                    f"{out} already holds {len(found)} checkpoint(s) of an earlier run (newest:"
+                    f" {found[-1].name}); continue it with resume=True (--resume), or start "
+                    "over with overwrite=True (--overwrite), or choose another directory"
+                )
+            for old in found:
+                _delete_pair(old)
+
+    loaded: dict[str, Any] = {}
+
+    def check_resume() -> str:  # rank 0: the checkpoint every rank will load, checked
         arrays, meta, path = load_latest(out)
+        loaded["state"] = arrays, meta
         if meta.get("recipe") != recipe.name:
             raise ValueError(
                 f"cannot resume: {path} is a {meta.get('recipe')!r} run, not {recipe.name!r}"
@@ -502,16 +601,39 @@ def _train_locked(recipe: Recipe, out: Path, steps: int | None, resume: bool, ev
 
         compare_config(saved=meta.get("config", {}), current=recipe.config(),
                        allow=allow_changes)
+        saved_w, w = int(meta.get("world_size", 1)), distributed.world_size()
+        if saved_w != w:
+            raise WorldSizeMismatch(
+                f"cannot resume: {path.name} was written by a run over {saved_w} rank(s) "
+                f"(processes), and this run has {w}; resume it with the same number "
+                f"(mpiexec -n {saved_w}), or start a new run in another directory")
+        return path.name
+
+    if not resume:
+        _on_rank0(fresh)
+    else:
+        name = _on_rank0(check_resume)
+        # rank 0 has it; every other rank reads the same file
+        arrays, meta = loaded.get("state") or io.load_checkpoint(out / name)
         recipe.load_state(arrays, meta)
         start = int(meta["step"])
-        _truncate_metrics(out / METRICS, start)
-        _prune(out, start, keep)  # a run killed while pruning left one pair too many
+
+        def tidy() -> None:  # rank 0, once every rank has read the checkpoint
+            _truncate_metrics(out / METRICS, start)
+            _prune(out, start, keep)  # a run killed while pruning left one pair too many
+
+        distributed.barrier()
+        _on_rank0(tidy)
+    broadcast = getattr(recipe, "broadcast_state", None)
+    if broadcast is not None:
+        broadcast()  # rank 0's modules on every rank (nothing in one process)
     result = TrainResult(steps_done=start)
     batch = getattr(recipe, "batch_size", None)
     t0 = time.perf_counter()
     mode = "a" if resume else "w"
-    with open(out / METRICS, mode, encoding="utf-8") as log, tqdm(
-        total=total, initial=start, disable=not progress, desc=recipe.name, unit="step",
+    with open(out / METRICS if lead else os.devnull, mode, encoding="utf-8") as log, tqdm(
+        total=total, initial=start, disable=not (progress and lead), desc=recipe.name,
+        unit="step",
         dynamic_ncols=True,
     ) as bar, _deferred_interrupt() as interrupt:
 
@@ -525,6 +647,15 @@ def _train_locked(recipe: Recipe, out: Path, steps: int | None, resume: bool, ev
             except TrainingDiverged as e:
                 write({"step": at, "diverged": str(e)})
                 raise
+
+        def evaluate() -> dict[str, Any]:
+            """The recipe's evaluation, on rank 0 alone; its metrics on every rank."""
+
+            def run() -> dict[str, Any]:
+                with distributed.rank_local():
+                    return _floats(recipe.evaluate())
+
+            return _on_rank0(run)
 
         # Steps whose metrics are still on the device: (step number as logged, metrics).
         pending: list[tuple[int, dict[str, Any]]] = []
@@ -561,7 +692,7 @@ def _train_locked(recipe: Recipe, out: Path, steps: int | None, resume: bool, ev
 
         step = start
         try:
-            while step < total and not interrupt["stop"]:
+            while step < total and not _any_rank(interrupt["stop"]):
                 metrics = recipe.train_step(step)
                 step += 1
                 result.steps_done = step
@@ -573,24 +704,27 @@ def _train_locked(recipe: Recipe, out: Path, steps: int | None, resume: bool, ev
                 if saving:
                     result.checkpoint = save(step)
                 if eval_every and step % eval_every == 0 and step < total:
-                    write({"step": step, "eval": _floats(recipe.evaluate())})
+                    write({"step": step, "eval": evaluate()})
         except KeyboardInterrupt:
             # A second Ctrl-C cut a step in half: its state may be half-updated, so nothing
             # is saved and the last checkpoint on disk stays the latest good one.
             hard_stop = True
         else:
             hard_stop = False
-        result.interrupted = hard_stop or interrupt["stop"]
-        result.signal = interrupt["signal"] or ("SIGINT" if hard_stop else None)
-        if not hard_stop and (result.steps_done > start or not list_checkpoints(out)):
+        # (after a hard stop the ranks are no longer in step: no collective)
+        stopped = interrupt["stop"] if hard_stop else _any_rank(interrupt["stop"])
+        result.interrupted = hard_stop or stopped
+        result.signal = interrupt["signal"] or ("SIGINT" if hard_stop or stopped else None)
+        if not hard_stop and (result.steps_done > start
+                              or _on_rank0(lambda: not list_checkpoints(out))):
             flush()  # the losses of the steps about to be saved are checked first
             result.checkpoint = save(result.steps_done)
         else:
             saved = list_checkpoints(out)
             result.checkpoint = saved[-1] if saved else None
         if not result.interrupted:
-            result.eval_metrics = recipe.evaluate()
-            write({"step": result.steps_done, "eval": _floats(result.eval_metrics)})
+            result.eval_metrics = evaluate()
+            write({"step": result.steps_done, "eval": result.eval_metrics})
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -603,7 +737,8 @@ def _floats(d: dict[str, Any]) -> dict[str, Any]:
 def metrics_as_floats(metrics: dict[str, Any]) -> dict[str, Any]:
     """One step's metrics (``recipe.train_step(step)``: device scalars and Python floats) as
     Python floats, read in one device-to-host transfer. For a loop written by hand (a
-    notebook) that prints or plots every step; ``train`` reads them once per interval."""
+    notebook) that prints or plots every step; ``train`` reads them once per interval. Over
+    W ranks the array values are means over ranks (every rank must call it)."""
     return _read_scalars([(0, metrics)])[1]
 
 
@@ -612,7 +747,12 @@ def _read_scalars(done: list[tuple[int, dict[str, Any]]]
     """The losses of the steps in ``done`` and every metric of the last one, as Python
     floats, read in one device-to-host transfer per device: the device scalars (0-d arrays,
     or Tensors) are cast to float64, stacked on their device and copied together. Python and
-    NumPy numbers are taken as they are; other values (strings) pass through."""
+    NumPy numbers are taken as they are; other values (strings) pass through.
+
+    Over W ranks, every value that is not a plain Python number (the arrays and NumPy
+    scalars a step computes from its shard) is then replaced by its mean over ranks, in one
+    all-reduce on the host for the whole interval; Python numbers (the lr, constants) are the
+    same on every rank and kept."""
     last_step = len(done) - 1
     slots: list[tuple[int, str]] = []
     values: list[Any] = []
@@ -642,6 +782,15 @@ def _read_scalars(done: list[tuple[int, dict[str, Any]]]
         host = backend.to_numpy(stacked)  # the one transfer
         for j, h in zip(idx, host):
             read[j] = float(h)
+    if distributed.is_distributed():
+        shard = [j for j, v in enumerate(values)
+                 if type(v.data if isinstance(v, Tensor) else v) not in (bool, int, float, str)
+                 and v is not None]  # values computed from this rank's shard
+        if shard:
+            mean = distributed.all_reduce(np.array([read[j] for j in shard], dtype=np.float64),
+                                          "mean")  # (n,) on the host, the same on every rank
+            for j, m in zip(shard, mean):
+                read[j] = float(m)
     losses = [float(read[j]) for j, (_, key) in enumerate(slots) if key == "loss"]
     last = {key: (float(read[j]) if isinstance(read[j], (bool, int, float)) else read[j])
             for j, (i, key) in enumerate(slots) if i == last_step}

@@ -18,6 +18,19 @@ the rules that tie settings together (``checks()``: heads divide the width, the 
 divides the image). Sizes have a stated upper limit (``LIMITS``: e.g. ``dim`` up to 4096,
 ``depth`` up to 64, generated images up to 200,000 per split), so ``dim=60000`` is refused with
 the setting, its value and the allowed range instead of exhausting the memory.
+
+**Data parallelism** (``mpiexec -n W``, ``minitransformer.distributed``): ``batch_size`` stays
+the *global* batch. Every rank holds the same generator state and draws the same global
+indices; rank r keeps the contiguous slice ``[r B/W, (r+1) B/W)`` of them
+(``draw_shard``), so the data order is the one-process order. The augmentations and masks
+of that slice are drawn by ``ShardedGenerator``: every draw whose first axis is the local
+batch is drawn for the global batch from the shared generator and sliced, so sample i of the
+global batch gets the same random numbers on whichever rank it lands (the views of one process,
+whose results are unchanged: the wrapper is used only when W > 1). ``optimizer_step``
+averages the gradients over ranks (``distributed.average_gradients``, bucketed) before
+clipping, so every rank takes the same step; the loop broadcasts rank 0's modules first
+(``broadcast_state``). Recipes whose loss over the global batch is not the mean of the
+ranks' losses refuse W > 1 (``DISTRIBUTED_UNSUPPORTED``).
 """
 
 from __future__ import annotations
@@ -31,15 +44,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ... import backend, io
+from ... import backend, distributed, io
 from ...autograd import Tensor, no_grad
 from ...nn import Module
 from ...optim import AdamW, clip_grad_norm_, clip_grad_per_param_, param_groups
 from ...optim.schedules import cosine_schedule
 
 __all__ = ["LIMITS", "PRESET_NAMES", "BaseConfig", "BaseRecipe", "Choice", "Pair", "Range",
-           "batched", "check_divides", "check_heads", "check_ids", "config_limits", "to_device",
-           "validate_config"]
+           "ShardedGenerator", "batched", "check_divides", "check_heads", "check_ids",
+           "config_limits", "to_device", "validate_config"]
 
 PRESET_NAMES = ("tiny", "cpu", "gpu")
 
@@ -293,10 +306,14 @@ class BaseRecipe:
     Config: ClassVar[type] = BaseConfig
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
     description: ClassVar[str] = ""
+    # None: the recipe trains over W > 1 ranks exactly as one process on the global batch;
+    # else why it does not yet (the error a W > 1 launch gets).
+    DISTRIBUTED_UNSUPPORTED: ClassVar[str | None] = None
 
     def __init__(self, preset: str = "cpu", device: str | None = None, seed: int | None = None,
                  **overrides: Any):
         self.cfg = self.make_config(preset, seed=seed, **overrides)  # validated: nothing built
+        self.check_distributed()
         self.preset = preset
         self.device = backend.as_device(device if device is not None else "cpu")
         self.rng = np.random.default_rng(self.cfg.seed)
@@ -307,7 +324,48 @@ class BaseRecipe:
         self.build()
         for m in self.modules.values():
             m.to(self.device)
+        if distributed.is_distributed():
+            self.prepare_distributed()
         self.validate_data()
+
+    def check_distributed(self) -> None:
+        """Raise ``ValueError`` with ``distributed_problem``'s message, if any."""
+        problem = self.distributed_problem(self.cfg)
+        if problem:
+            raise ValueError(problem)
+
+    @classmethod
+    def distributed_problem(cls, cfg: Any) -> str | None:
+        """Over W > 1 ranks, why ``cfg`` cannot train: a recipe that cannot train as one
+        process yet (``DISTRIBUTED_UNSUPPORTED``), or a global ``batch_size`` that W does not
+        divide (equal shards: the mean of the ranks' mean losses is then the global mean).
+        None when it can, and always in one process."""
+        if not distributed.is_distributed():
+            return None
+        w = distributed.world_size()
+        if cls.DISTRIBUTED_UNSUPPORTED:
+            return (f"{cls.name}: data-parallel training over {w} ranks is not supported "
+                    f"yet: {cls.DISTRIBUTED_UNSUPPORTED}")
+        if cfg.batch_size % w:
+            return (f"{cls.name}: batch_size={cfg.batch_size} (the global batch) must be a "
+                    f"multiple of the number of ranks, {w}, so that every rank gets an equal "
+                    f"shard (e.g. batch_size={(cfg.batch_size // w + 1) * w})")
+        return None
+
+    def prepare_distributed(self) -> None:
+        """Called after ``build`` when W > 1, before the loop broadcasts rank 0's state:
+        make the models' cross-sample parts global (DINO: synchronised BatchNorm). Nothing by
+        default."""
+
+    def broadcast_state(self) -> None:
+        """Every module's parameters and buffers from rank 0 (torch DDP's broadcast when it
+        wraps a model): the ranks start from one model even if their initialisations
+        differed. One broadcast per array; nothing in a single process."""
+        if not distributed.is_distributed():
+            return
+        for m in self.modules.values():
+            state = m.state_dict()  # host copies, parameters then buffers
+            m.load_state_dict({k: distributed.broadcast(v) for k, v in state.items()})
 
     @classmethod
     def make_config(cls, preset: str = "cpu", seed: int | None = None,
@@ -456,6 +514,9 @@ class BaseRecipe:
         loss.backward()
         target = params if params is not None else [
             p for g in self.optimizer.param_groups for p in g["params"]]
+        # data parallelism: the mean of the ranks' gradients (bucketed all-reduce), before
+        # clipping, so every rank clips and steps identically; nothing in one process
+        distributed.average_gradients(target)
         if per_param_clip > 0:
             clip_grad_per_param_(target, per_param_clip)
         elif self.cfg.clip_grad > 0:
@@ -483,6 +544,93 @@ class BaseRecipe:
         if self.cfg.fixed_batch:
             return np.random.default_rng(self.cfg.seed + 1)
         return self.rng
+
+    def shard_slice(self, n: int) -> slice:
+        """This rank's contiguous part of a global batch of ``n``: ``[r n/W, (r+1) n/W)``
+        (everything in one process). ``n`` must be a multiple of W."""
+        if not distributed.is_distributed():
+            return slice(0, n)
+        w, r = distributed.world_size(), distributed.rank()
+        if n % w:
+            raise ValueError(f"{self.name}: a global batch of {n} does not split into {w} "
+                             f"equal shards (batch_size must be a multiple of the ranks)")
+        b = n // w
+        return slice(r * b, (r + 1) * b)
+
+    def draw_shard(self, n: int, k: int | None = None
+                   ) -> tuple[np.ndarray, np.random.Generator]:
+        """This step's batch as this rank sees it: the indices of its shard of the global
+        batch (``draw_indices``, the same draw on every rank) and the generator for the
+        shard's augmentations (``step_rng``; over W > 1 ranks wrapped in ``ShardedGenerator``
+        so the shard gets the random numbers of its rows of the global batch). In one process:
+        ``(draw_indices(n, k), step_rng())``, the draws of before. Shapes: -> (B / W,)."""
+        idx = self.draw_indices(n, k)  # (B,): the global batch, the same on every rank
+        rng = self.step_rng()
+        if not distributed.is_distributed():
+            return idx, rng
+        part = self.shard_slice(len(idx))
+        return idx[part], ShardedGenerator(rng, len(idx), part)
+
+
+class ShardedGenerator(np.random.Generator):
+    """A rank's view of the generator of a global batch: the draws of one process, sliced.
+
+    Every draw whose first axis is the shard's length ``b`` (``random``, ``uniform``,
+    ``normal``, ``standard_normal``, ``integers`` with a ``size`` of ``(b, ...)``) is made
+    for the global batch, ``(n, ...)``, from the shared generator, and rows ``part`` are
+    returned: row i of a per-sample draw belongs to sample i of the global batch, on every
+    rank and in one process (randomness keyed by the global sample index). Any other draw
+    (no size, another first axis) is made as is, as one process makes it. The wrapped
+    generator's state advances exactly as in one process (it shares its bit generator), so
+    every rank stays in step. An op that draws per sample in a Python loop, or whose result
+    for one image depends on the random numbers of the others, is not covered: its views
+    differ from the one-process views (the recipe tests compare them).
+
+    Shapes: a draw of (b, ...) -> (b, ...), drawn as (n, ...).
+    """
+
+    def __init__(self, rng: np.random.Generator, n: int, part: slice):
+        super().__init__(rng.bit_generator)  # the same state: draws advance ``rng``
+        self.n, self.part = int(n), part
+        self.b = part.stop - part.start
+
+    def _global(self, size: Any) -> tuple[Any, bool]:
+        """(the size to draw, whether to slice it)."""
+        if size is None:
+            return None, False
+        shape = (int(size),) if np.ndim(size) == 0 else tuple(int(v) for v in size)
+        if shape and shape[0] == self.b and self.b != self.n:
+            return (self.n,) + shape[1:], True
+        return size, False
+
+    def _draw(self, fn: Any, size: Any, *args: Any, **kw: Any) -> Any:
+        size, cut = self._global(size)
+        if cut and any(np.ndim(a) > 0 for a in args):
+            raise ValueError("ShardedGenerator: per-sample distribution parameters (arrays) "
+                             "are not supported; draw standard values and scale them")
+        out = fn(*args, size=size, **kw)
+        return out[self.part] if cut else out
+
+    def random(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> Any:
+        if out is not None:
+            raise ValueError("ShardedGenerator.random: out= is not supported")
+        return self._draw(super().random, size, dtype=dtype)
+
+    def standard_normal(self, size: Any = None, dtype: Any = np.float64,
+                        out: Any = None) -> Any:
+        if out is not None:
+            raise ValueError("ShardedGenerator.standard_normal: out= is not supported")
+        return self._draw(super().standard_normal, size, dtype=dtype)
+
+    def uniform(self, low: Any = 0.0, high: Any = 1.0, size: Any = None) -> Any:
+        return self._draw(super().uniform, size, low, high)
+
+    def normal(self, loc: Any = 0.0, scale: Any = 1.0, size: Any = None) -> Any:
+        return self._draw(super().normal, size, loc, scale)
+
+    def integers(self, low: Any, high: Any = None, size: Any = None, dtype: Any = np.int64,
+                 endpoint: bool = False) -> Any:
+        return self._draw(super().integers, size, low, high, dtype=dtype, endpoint=endpoint)
 
 
 def check_ids(what: str, values: np.ndarray, n: int) -> None:

@@ -150,11 +150,13 @@ class CLIPRecipe(BaseRecipe):
     def train_step(self, step: int) -> dict[str, Any]:
         with F.use_data_checks(False):  # the data was validated once (validate_data)
             self.model.train()
-            idx = self.draw_indices(len(self.train_tokens))
+            idx, _ = self.draw_shard(len(self.train_tokens))  # this rank's pairs (B / W,)
             images = to_device(self.train_set.images[idx], self.device)
             tokens = to_device(self.train_tokens[idx], self.device)
-            img, txt, scale = self.model(images, tokens)  # (B, E), (B, E), ()
-            loss = clip_loss(img, txt, scale)
+            img, txt, scale = self.model(images, tokens)  # (B / W, E), (B / W, E), ()
+            # over W ranks every rank gathers all B pairs (with their gradients) and returns
+            # the global batch's loss: the averaged gradients are one process's (clip_loss)
+            loss = clip_loss(img, txt, scale, gather_with_grad=True, local_loss=False)
             out = self.optimizer_step(loss, step)
             clamp_logit_scale(self.model.logit_scale)  # open_clip: after every step
             # a copy on the device (the parameter changes in place at the next step), read when

@@ -36,7 +36,7 @@ import numpy as np
 from ...autograd import no_grad
 from ...eval import attention_iou, knn_classifier, patch_masks_from_pixels, patch_segmentation_miou
 from ...models import VisionTransformer, ViTConfig
-from ...models.heads import DINOHead, cancel_last_layer_gradients
+from ...models.heads import DINOHead, cancel_last_layer_gradients, convert_sync_batchnorm
 from ...nn import Module
 from ...objectives import (
     MultiCropWrapper,
@@ -214,6 +214,15 @@ class DINORecipe(BaseRecipe):
             c.warmup_teacher_temp, c.teacher_temp, min(c.warmup_teacher_temp_steps, c.steps),
             max(c.steps, 1))
 
+    def prepare_distributed(self) -> None:
+        """Over W ranks: the head's BatchNorm (``use_bn``) normalises with the statistics of
+        the global batch, in student and teacher, as DINO's ``main_dino.py``
+        (``nn.SyncBatchNorm.convert_sync_batchnorm`` when the model has BatchNorm). The
+        center's update all-reduces the teacher's batch mean (``TeacherCentering.update``)
+        and the teacher's EMA needs nothing: the student is the same on every rank."""
+        convert_sync_batchnorm(self.student)
+        convert_sync_batchnorm(self.teacher)
+
     def vit_config(self, **kw: Any) -> ViTConfig:
         c = self.cfg
         return ViTConfig(img_size=self.data.img_size, patch_size=c.patch_size,
@@ -240,9 +249,10 @@ class DINORecipe(BaseRecipe):
 
     # ------------------------------------------------------------------ one step
     def draw_views(self) -> list[Any]:
-        """This step's crops ``[g1, g2, l1, ...]`` of a random batch, on the device."""
-        idx = self.draw_indices(len(self.data.x_train))
-        views = self.views(self.data.x_train[idx], rng=self.step_rng())
+        """This step's crops ``[g1, g2, l1, ...]`` of a random batch (this rank's shard of the
+        global batch over W ranks), on the device."""
+        idx, rng = self.draw_shard(len(self.data.x_train))
+        views = self.views(self.data.x_train[idx], rng=rng)
         return [to_device(v, self.device) for v in views]
 
     def train_step(self, step: int) -> dict[str, Any]:
@@ -321,6 +331,8 @@ class DINORecipe(BaseRecipe):
         resolution as ``eval.attention_iou``)."""
         net = self.backbone
         net.eval()
-        attn = batched(lambda b: net.get_last_selfattention(b)[:, :, 0, 1:], x, self.device)
+        skip = net.num_prefix_tokens  # CLS (+ registers): the attention to the patches
+        attn = batched(lambda b: net.get_last_selfattention(b)[:, :, 0, skip:], x,
+                       self.device)  # (n, heads, N)
         res = attention_iou(attn, patch_masks_from_pixels(masks, self.cfg.patch_size), 0.6)
         return {"attn_iou_best_head": res.best_head, "attn_iou_mean": res.heads_averaged}

@@ -116,6 +116,11 @@ class MIMRecipe(BaseRecipe):
     name = "mim"
     description = "masked image modelling, MAE pixels or BEiT tokens (linear probe, seg. mIoU)"
     Config = MIMConfig
+    DISTRIBUTED_UNSUPPORTED = (
+        "the block masks are drawn one image at a time in a Python loop (ShardedGenerator "
+        "cannot key them by the global sample index) and the loss is a mean over the masked "
+        "patches, whose count differs between shards; it needs the global batch's masks on "
+        "every rank and the loss normalised by the all-reduced count of masked patches")
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(steps=6, batch_size=16, dim=16, depth=1, num_heads=2, n_train=64,
                      n_eval_train=64, n_test=32, patch_size=8, num_tokens=8, lr=3e-3),

@@ -108,6 +108,11 @@ class MLMRecipe(BaseRecipe):
     name = "mlm"
     description = "BERT masked language model on CPython's pydoc text (masked-token accuracy)"
     Config = MLMConfig
+    DISTRIBUTED_UNSUPPORTED = (
+        "the loss is a mean over the masked tokens of the batch, whose count differs between "
+        "shards, so the mean of the ranks' losses is not the global batch's; it needs the "
+        "masks drawn per global sample (ShardedGenerator) and the loss normalised by the "
+        "all-reduced count of masked tokens")
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(steps=6, batch_size=8, seq_len=16, dim=16, depth=1, num_heads=2,
                      max_vocab=300, lr=3e-3, eval_size=32),

@@ -89,12 +89,13 @@ class SupervisedRecipe(BaseRecipe):
         check_ids("supervised: test labels", self.data.y_test, 10)
 
     def batch(self) -> tuple[Any, Any]:
-        """This step's images and labels, on the device. Shapes: (B, 1, 8, 8), (B,)."""
-        idx = self.draw_indices(len(self.data.x_train))
+        """This step's images and labels (this rank's shard of the global batch over W ranks),
+        on the device. Shapes: (B / W, 1, 8, 8), (B / W,)."""
+        idx, rng = self.draw_shard(len(self.data.x_train))
         x = self.data.x_train[idx]
         if self.cfg.augment:
             x = random_resized_crop(x, 8, scale=(self.cfg.crop_scale, 1.0), ratio=(0.9, 1.1),
-                                    rng=self.step_rng())
+                                    rng=rng)
         return to_device(x, self.device), to_device(self.data.y_train[idx], self.device)
 
     def train_step(self, step: int) -> dict[str, Any]:
@@ -102,6 +103,8 @@ class SupervisedRecipe(BaseRecipe):
             self.model.train()
             x, y = self.batch()
             logits = self.model(x)  # (B, 10)
+            # the shard's mean; with equal shards the mean over ranks (the averaged gradients,
+            # the logged loss) is the global batch's mean
             loss = F.cross_entropy(logits, y)
             out = self.optimizer_step(loss, step)
             out["acc"] = (logits.data.argmax(-1) == y).mean()  # a device scalar: read when logged
