@@ -12,7 +12,8 @@ single-process run of the same settings.
 Cases (the recipe settings are ``CASES`` in the test, passed as JSON in ``OUT/cases.json``):
 ``train`` (a fresh run), ``resume`` (2 of the steps, then a resume to the end), ``resume_in``
 (resume a directory the test prepared: refused when another world size wrote it),
-``no_average`` (a fresh run with the gradient averaging switched off: the deliberate break),
+``no_average``, ``no_syncbn``, ``plain_views`` (fresh runs with the gradient averaging, the
+synchronised BatchNorm or the sharded random draws switched off: the deliberate breaks),
 ``build`` (only build the recipe: the refusals).
 """
 
@@ -83,7 +84,23 @@ def run(case: dict) -> dict:
     if kind == "build":
         return {"built": True}
     numbers: dict = {}
-    if kind == "no_average":
+    if kind == "no_syncbn":  # the head's BatchNorm left per rank: the deliberate break
+        recipe = make_recipe(case["recipe"], preset=case.get("preset", "tiny"),
+                             **case["settings"])
+        for m in list(recipe.student.modules()) + list(recipe.teacher.modules()):
+            if hasattr(m, "sync"):
+                m.sync = False
+        loop.train(recipe, out, progress=False, log_every=1)
+    elif kind == "plain_views":  # each rank draws its views from the plain generator
+        from minitransformer.train.recipes import base
+
+        wrapper = base.ShardedGenerator
+        base.ShardedGenerator = lambda rng, n, part: rng
+        try:
+            loop.train(recipe, out, progress=False, log_every=1)
+        finally:
+            base.ShardedGenerator = wrapper
+    elif kind == "no_average":
         dist_average = dist.average_gradients
         dist.average_gradients = lambda params, *a, **k: 0
         try:
