@@ -44,7 +44,18 @@ class DataLoader:
     ``len(loader)`` is the number of batches: ``ceil(n / batch_size)``, or ``n // batch_size``
     with ``drop_last``.
 
-    Shapes: arrays ``(n, ...)`` -> batches ``(batch_size, ...)`` (the last may be smaller).
+    **Sharding** (data parallelism over W ranks): ``shard=(r, W)`` makes the loader yield
+    rank r's part of every *global* batch: the same permutation as without it (every rank
+    passes a generator in the same state), each global batch of ``batch_size`` indices cut
+    into W contiguous parts (``np.array_split``: sizes differ by at most one) and part r kept.
+    So the W ranks together see exactly the batches of one process, in its order; pass
+    ``shard=(distributed.rank(), distributed.world_size())``. ``len(loader)`` is unchanged.
+    Equal parts (``batch_size`` a multiple of W, and ``drop_last=True`` or n a multiple of
+    ``batch_size``) make the mean of the ranks' mean losses the global batch's mean; a smaller
+    last batch gives unequal parts.
+
+    Shapes: arrays ``(n, ...)`` -> batches ``(batch_size, ...)`` (the last may be smaller);
+    with ``shard=(r, W)``, rank r's part of each: about ``(batch_size / W, ...)``.
     """
 
     def __init__(
@@ -55,6 +66,7 @@ class DataLoader:
         drop_last: bool = False,
         rng: Any = None,
         device: str | Device | None = None,
+        shard: tuple[int, int] | None = None,
     ):
         if isinstance(arrays, Mapping):
             self._keys: list[Any] | None = list(arrays.keys())
@@ -90,6 +102,17 @@ class DataLoader:
                 f"DataLoader: rng must be a NumPy or CuPy random generator (with permutation or "
                 f"random), got {type(rng).__name__}"
             )
+        if shard is not None:
+            try:
+                index, count = (int(v) for v in shard)
+            except (TypeError, ValueError):
+                raise ValueError(f"DataLoader: shard must be (index, count), got {shard!r}"
+                                 ) from None
+            if count < 1 or not 0 <= index < count:
+                raise ValueError(f"DataLoader: shard=({index}, {count}) needs count >= 1 and "
+                                 f"0 <= index < count")
+            shard = (index, count)
+        self.shard = shard
         self._items = items
         self.n = next(iter(lengths.values()))
         self.batch_size = int(batch_size)
@@ -117,6 +140,8 @@ class DataLoader:
             order = np.arange(self.n)
         for k in range(len(self)):
             idx = order[k * self.batch_size : (k + 1) * self.batch_size]
+            if self.shard is not None:  # this rank's contiguous part of the global batch
+                idx = np.array_split(idx, self.shard[1])[self.shard[0]]
             batch = [self._take(a, idx) for a in self._items]
             if self._kind == "dict":
                 yield dict(zip(self._keys, batch))

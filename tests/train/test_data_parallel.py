@@ -408,3 +408,33 @@ def test_cli_two_ranks(tmp_path):
     _, meta = _final(out)
     assert meta["world_size"] == 2
     assert main(["train", "supervised", "--out", str(out), "--resume", "--no-progress"]) == 2
+
+
+# ---------------------------------------------------------------- DataLoader(shard=...)
+@given(n=st.integers(1, 40), batch=st.integers(1, 12), w=st.integers(1, 4),
+       drop_last=st.booleans(), seed=st.integers(0, 1000))
+def test_loader_shards_concatenate_to_the_global_batches(n, batch, w, drop_last, seed):
+    """The W shards of each batch, in rank order, are the unsharded loader's batch (the same
+    generator seed): one process's order. Reference: a NumPy permutation cut by hand."""
+    from minitransformer.data import DataLoader
+
+    x = np.arange(n) * 10
+    order = np.random.default_rng(seed).permutation(n)
+    stop = (n // batch) * batch if drop_last else n
+    expected = [x[order[i:i + batch]] for i in range(0, stop, batch)]
+    parts = [list(DataLoader(x, batch, drop_last=drop_last, rng=np.random.default_rng(seed),
+                             device="cpu", shard=(r, w))) for r in range(w)]
+    assert all(len(p) == len(expected) for p in parts)
+    for k, want in enumerate(expected):
+        got = [parts[r][k] for r in range(w)]
+        np.testing.assert_array_equal(np.concatenate(got), want)
+        assert max(map(len, got)) - min(map(len, got)) <= 1
+
+
+def test_loader_shard_errors():
+    from minitransformer.data import DataLoader
+
+    with pytest.raises(ValueError, match=r"shard=\(2, 2\) needs count >= 1 and 0 <= index"):
+        DataLoader(np.zeros(4), 2, shard=(2, 2))
+    with pytest.raises(ValueError, match="shard must be \\(index, count\\)"):
+        DataLoader(np.zeros(4), 2, shard=3)
