@@ -80,7 +80,10 @@ def state_diff_to_rank0(recipe) -> float:
 def run(case: dict) -> dict:
     name, kind = case["name"], case["kind"]
     out = OUT / name
-    recipe = make_recipe(case["recipe"], preset=case.get("preset", "tiny"), **case["settings"])
+    if case.get("device") == "cuda" and not mt.cuda_available():
+        return {"skipped": "no CuPy device (nor the stand-in)"}
+    recipe = make_recipe(case["recipe"], preset=case.get("preset", "tiny"),
+                         device=case.get("device"), **case["settings"])
     if kind == "build":
         return {"built": True}
     numbers: dict = {}
@@ -114,7 +117,7 @@ def run(case: dict) -> dict:
     elif kind == "resume":
         loop.train(recipe, out, steps=case["first"], progress=False, log_every=1)
         recipe = make_recipe(case["recipe"], preset=case.get("preset", "tiny"),
-                             **case["settings"])
+                             device=case.get("device"), **case["settings"])
         loop.train(recipe, out, resume=True, progress=False, log_every=1)
     elif kind == "resume_in":
         loop.train(recipe, out, resume=True, progress=False, log_every=1)

@@ -59,6 +59,11 @@ CASES: dict[str, dict] = {
                        settings=dict(steps=STEPS, batch_size=16, augment=True)),
     "clip": dict(recipe="clip", kind="train", settings=dict(steps=STEPS, batch_size=8)),
     "dino": dict(recipe="dino", kind="train", settings=dict(steps=STEPS, batch_size=8)),
+    # on the CuPy stand-in in CI (a GPU where there is one): the host-staged collectives
+    "supervised_cuda": dict(recipe="supervised", kind="train", device="cuda",
+                            settings=dict(steps=STEPS, batch_size=16, augment=True)),
+    "dino_cuda": dict(recipe="dino", kind="train", device="cuda",
+                      settings=dict(steps=STEPS, batch_size=8)),
     "supervised_resumed": dict(recipe="supervised", kind="resume", first=2,
                                settings=dict(steps=STEPS, batch_size=16, augment=True)),
     "no_average": dict(recipe="supervised", kind="no_average",
@@ -102,7 +107,8 @@ class _Float64:
 def _one_process(case: dict, out: Path, steps: int | None = None, resume: bool = False):
     """The case trained in this process (no MPI), float64, every step logged."""
     with _Float64():
-        recipe = make_recipe(case["recipe"], preset="tiny", **case["settings"])
+        recipe = make_recipe(case["recipe"], preset="tiny", device=case.get("device"),
+                             **case["settings"])
         return loop.train(recipe, out, steps=steps, resume=resume, progress=False,
                           log_every=1)
 
@@ -119,6 +125,7 @@ def run(tmp_path_factory):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["MINITRANSFORMER_NUMBA"] = "0"  # no JIT compilation in two fresh interpreters
     env.pop("MINITRANSFORMER_DEVICE", None)
+    env.setdefault("MINITRANSFORMER_CUPY_STANDIN", "tests.cupy_standin")  # a GPU wins over it
     start = time.perf_counter()
     proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(WORKER), str(out),
                            *CASES], env=env, cwd=ROOT, capture_output=True, text=True,
@@ -185,9 +192,15 @@ def _state_diff(a: dict, b: dict, skip: bool = False) -> tuple[float, str]:
     return worst, where
 
 
-@pytest.mark.parametrize("name", EQUIVALENT)
+@pytest.mark.parametrize("name", EQUIVALENT + ["supervised_cuda", "dino_cuda"])
 def test_equals_one_process(run, tmp_path, name):
     out, reports = run
+    if CASES[name].get("device") == "cuda":
+        if not mt.cuda_available():
+            pytest.skip("no CUDA GPU (or CuPy) available; --cupy-standin runs it on the "
+                        "stand-in")
+        if "skipped" in reports[name][0]:
+            pytest.skip(f"the ranks: {reports[name][0]['skipped']}")
     both = _ok(reports, name)
     _one_process(CASES[name], tmp_path / name)
     two, one = _losses(out / name), _losses(tmp_path / name)
