@@ -114,6 +114,9 @@ def stage(committed: bool) -> list[Path]:
     else:
         for nb in notebooks:
             shutil.copy2(nb, nb_dir / nb.name)
+    # Helper scripts a notebook launches beside itself (notebook 12's mpiexec demo script).
+    for script in sorted((ROOT / "notebooks").glob("_*.py")):
+        shutil.copy2(script, nb_dir / script.name)
 
     folders = _point_folder_links_at_listings([STAGE / "index.md",
                                                *sorted((STAGE / "docs").glob("*.md"))])
