@@ -12,9 +12,11 @@ preset's global batch), runs ``--warmup`` training steps, then times ``--steps``
 ``recipe.train_step`` (forward, backward, gradient all-reduce over the ranks, AdamW) and the
 time spent in ``distributed.average_gradients`` (the bucketed all-reduce; with 2 ranks it
 includes waiting for the slower rank, which is where a rank that is descheduled on a shared
-machine shows). The configurations run alternately, round after round, so a change in the
-machine's load hits all of them alike; the table gives the median over rounds of steps/s, the
-speed-up over 1 process x 1 thread, and the all-reduce's ms per step and share of the step.
+machine shows), then the all-reduce alone: a buffer of as many float32 values as the
+gradients, all-reduced right after a barrier (median of ``--steps`` tries). The
+configurations run alternately, round after round, so a change in the machine's load hits
+all of them alike; the table gives the median over rounds of steps/s, the speed-up over 1
+process x 1 thread, and the all-reduce's ms per step and share of the step.
 
 Printed beside it: the load average before and after, the CPU count, and the processes using
 the most CPU when the run started (the machine is shared: numbers measured under load are
@@ -84,10 +86,23 @@ def child(args: argparse.Namespace) -> None:
         recipe.train_step(step)  # CPU: the step's arrays are computed when it returns
     distributed.barrier()
     seconds = time.perf_counter() - t0
+    # the all-reduce alone: one step's gradients (as many float32 values as the parameters,
+    # one bucket at this size) right after a barrier, so no rank waits for another
+    import numpy as np
+
+    values = sum(int(p.data.size) for g in recipe.optimizer.param_groups for p in g["params"])
+    buf = np.ones(values, dtype=np.float32)
+    alone = []
+    for _ in range(args.steps):
+        distributed.barrier()
+        t = time.perf_counter()
+        distributed.all_reduce(buf, "mean", check=False)
+        alone.append(time.perf_counter() - t)
     if distributed.rank() == 0:
         print(json.dumps({"steps_per_s": args.steps / seconds, "seconds": seconds,
                           "allreduce_ms_per_step": 1e3 * spent[0] / args.steps,
-                          "ranks": distributed.world_size(),
+                          "allreduce_alone_ms": 1e3 * sorted(alone)[len(alone) // 2],
+                          "gradient_values": values, "ranks": distributed.world_size(),
                           "batch": recipe.batch_size}))
 
 
@@ -155,6 +170,11 @@ def main(argv: list[str] | None = None) -> None:
     if busy:
         print("busiest processes at the start (%CPU of one core): " + "; ".join(busy))
     base = statistics.median(r["steps_per_s"] for r in results[CONFIGS[0][0]])
+    first = results[CONFIGS[0][0]][0]
+    print(f"gradient: {first['gradient_values']} float32 values; the all-reduce alone "
+          f"(after a barrier, median): "
+          f"{statistics.median(r['allreduce_alone_ms'] for r in results[CONFIGS[-1][0]]):.2f}"
+          f" ms over 2 ranks")
     print(f"\n{'configuration':<24}{'steps/s':>10}{'(rounds)':>24}{'speed-up':>10}"
           f"{'allreduce ms/step':>19}{'share':>7}")
     summary = {}

@@ -245,7 +245,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         if args.debug:
             raise
-        print(f"minitransformer: error: {_one_line(e)}", file=sys.stderr)
+        if lead:
+            print(f"minitransformer: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except ValueError as e:  # the checkpoint's config against this run's (config_check)
         from .train.config_check import ConfigMismatch
@@ -402,6 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _lead_rank() -> bool:
+    """False on the MPI ranks other than 0 of a data-parallel ``train`` (which print nothing);
+    True otherwise. Starts no MPI: a command that did not start it is rank 0."""
+    from . import distributed
+
+    world = distributed._world  # None until a command chose the world
+    return world is None or world.rank == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m minitransformer`` and the ``minitransformer`` script.
 
@@ -418,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         if args.debug:
             raise
-        print(f"minitransformer: error: {_one_line(e)}", file=sys.stderr)
+        if _lead_rank():  # under mpiexec every rank has the same error: rank 0 says it
+            print(f"minitransformer: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -132,11 +132,15 @@ class WorldSizeMismatch(ValueError):
     """A checkpoint written by a run over W ranks is resumed with another number of ranks."""
 
 
-# Errors that rank 0 raises and every other rank re-raises as the same class (``_on_rank0``).
-_SHARED_ERRORS: dict[str, type[BaseException]] = {
-    cls.__name__: cls for cls in (
+def _shared_errors() -> dict[str, type[BaseException]]:
+    """Errors that rank 0 raises and every other rank re-raises as the same class
+    (``_on_rank0``)."""
+    from .config_check import ConfigMismatch
+
+    return {cls.__name__: cls for cls in (
         FileExistsError, FileNotFoundError, ValueError, RuntimeError, OSError, KeyError,
-        RunDirectoryLocked, TrainingDiverged, WorldSizeMismatch, io.CheckpointError)}
+        RunDirectoryLocked, TrainingDiverged, WorldSizeMismatch, io.CheckpointError,
+        ConfigMismatch)}
 
 
 def _lead() -> bool:
@@ -155,7 +159,7 @@ def _bcast_json(value: Any) -> Any:
 
 def _on_rank0(fn: Any) -> Any:
     """Run ``fn()`` on rank 0 alone; every rank returns its JSON-able result, or raises:
-    rank 0 its own exception, the others one of the same class (``_SHARED_ERRORS``, else
+    rank 0 its own exception, the others one of the same class (``_shared_errors``, else
     ``RuntimeError``) with the same message. So a decision made on rank 0 (a locked
     directory, a checkpoint that does not fit) stops every rank instead of leaving the others
     waiting in their next collective. One broadcast; in one process just ``fn()``."""
@@ -173,7 +177,7 @@ def _on_rank0(fn: Any) -> Any:
     if error is not None:
         raise error
     if "error" in report:
-        cls = _SHARED_ERRORS.get(report["error"], RuntimeError)
+        cls = _shared_errors().get(report["error"], RuntimeError)
         raise cls(report["message"] if cls is not RuntimeError or report["error"] ==
                   "RuntimeError" else f"rank 0: {report['error']}: {report['message']}")
     return report.get("value")

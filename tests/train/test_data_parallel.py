@@ -421,6 +421,15 @@ def test_cli_two_ranks(tmp_path):
     _, meta = _final(out)
     assert meta["world_size"] == 2
     assert main(["train", "supervised", "--out", str(out), "--resume", "--no-progress"]) == 2
+    # a global batch the ranks do not divide: exit 2 on every rank, the error said once
+    proc = subprocess.run(
+        [_mpiexec(), "-n", "2", sys.executable, "-m", "minitransformer", "train", "supervised",
+         "--preset", "tiny", "--set", "batch_size=7", "--out", str(tmp_path / "odd")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("minitransformer: error:") == 1, proc.stderr
+    assert "batch_size=7 (the global batch) must be a multiple of the number of ranks, 2" \
+        in proc.stderr
 
 
 # ---------------------------------------------------------------- DataLoader(shard=...)
