@@ -168,16 +168,18 @@ class TextTransformer(Module):
         once per dataset, not per call): shape, dtype and length of ``ids``, every id in
         [0, vocab_size), an ``eot_id`` in every row for "eot" pooling with ``cfg.eot_id`` set,
         and ``token_type_ids`` in [0, type_vocab_size). Host (NumPy) arrays are read where they
-        are; device arrays cost one transfer per check. Shapes: ids (N, T)."""
+        are; device arrays cost one device-to-host read per check (the range of ``ids``, the
+        eot rows, the range of ``token_type_ids``), the min and max being read only to name
+        them in the error. Shapes: ids (N, T)."""
         raw = _raw(ids)
         self._check_shape(raw)
-        if raw.size:
+        V = self.cfg.vocab_size
+        if raw.size and bool(((raw < 0) | (raw >= V)).any()):  # one read (free on the host)
             lo, hi = int(raw.min()), int(raw.max())
-            if lo < 0 or hi >= self.cfg.vocab_size:
-                raise ValueError(
-                    f"TextTransformer: ids must be in [0, vocab_size={self.cfg.vocab_size}), "
-                    f"got values in [{lo}, {hi}]"
-                )
+            raise ValueError(
+                f"TextTransformer: ids must be in [0, vocab_size={V}), got values in "
+                f"[{lo}, {hi}]"
+            )
         if self.cfg.pool == "eot" and self.cfg.eot_id is not None:
             self._check_eot(raw)
         self._types(token_type_ids, tuple(raw.shape), check=True)

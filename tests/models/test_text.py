@@ -289,3 +289,25 @@ def test_validate_ids():
         m.validate_ids(IDS, token_type_ids=TYPES + 1)
     with pytest.raises(ValueError, match=r"sequence length 9 is longer than the position table"):
         m.validate_ids(np.full((2, 9), 4))
+
+
+def test_validate_ids_reads_once_per_check_on_the_device(device):
+    """On the CuPy stand-in: a valid dataset of device arrays costs one device-to-host read
+    per check (the ids' range, the eot rows, the type ids' range), not a read each of the min
+    and the max; the min and max are read only to name them in the error."""
+    if device == "cpu":
+        pytest.skip("the transfer counter is the CuPy stand-in's (the cuda half)")
+    cp = mt.backend.cupy()
+    ids, types = (mt.tensor(a, device=device).data for a in (IDS, TYPES))
+    for kw, reads in ((dict(), 1), (dict(pool="eot", eot_id=4), 2)):
+        m = make_bert_like(device, **kw)
+        with cp.counting() as c:
+            m.validate_ids(ids)
+        assert (c.to_host, c.to_device) == (reads, 0), c.kinds()
+        with cp.counting() as c:
+            m.validate_ids(ids, token_type_ids=types)
+        assert (c.to_host, c.to_device) == (reads + 1, 0), c.kinds()
+    bad = mt.tensor(np.where(IDS == 13, 20, IDS), device=device).data
+    with cp.counting() as c, pytest.raises(ValueError, match=r"got values in \[0, 20\]"):
+        m.validate_ids(bad)
+    assert c.to_host == 3, c.kinds()  # the check, then min and max for the message
