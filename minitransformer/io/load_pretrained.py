@@ -40,7 +40,8 @@ family          returns                                  position resampling at 
 ``open_clip``   ``CLIP`` (``encode_image``,              none (open_clip runs at its size)
                 ``encode_text``, ``logit_scale``)
 ``hf-bert``     ``BERT`` (``forward_tokens``,            --
-                ``mlm_logits``, ``pooled``)
+                ``pooled`` with ``pooler.*``,
+                ``mlm_logits`` with ``cls.predictions.*``)
 ==============  =======================================  =====================================
 
 Inferred from the shapes: patch size (the kernel), image size (the position grid times the
@@ -54,6 +55,19 @@ must be given unless an ``open_clip_config.json`` beside the weights says it (it
 weights, ``act="gelu"`` for most open_clip LAION models (the same for a CLIP image tower in
 timm's layout, told by its ``norm_pre``; its eps is 1e-5). Every configuration field can be
 overridden by keyword.
+
+Files: ``open_clip_model.safetensors`` goes with ``open_clip_config.json``, any other weight
+file (``model.safetensors``) with ``config.json``. A hub folder may hold both pairs (e.g.
+timm/vit_base_patch32_clip_224.openai: timm's image tower beside open_clip's whole CLIP):
+``family="open_clip"`` reads the open_clip pair, another family the other, no family raises
+an error naming both files; a path to one of the files reads its own configuration.
+
+Refused, with what to do instead: HF ``config.json`` with a ``model_type`` other than
+``"bert"`` (RoBERTa & co. share BERT's key names, not its position ids); HF transformers'
+``CLIPModel`` (``text_model.*`` / ``vision_model.*``: take the open_clip file of the model)
+and ``Dinov2Model`` (``embeddings.patch_embeddings.*``: take DINOv2's own hub weights or
+timm's); converter errors (an untied BERT decoder, a non-causal ``attn_mask``, a layer
+without its key projection) come as ``PretrainedLoadError`` naming the family.
 """
 
 from __future__ import annotations
@@ -80,7 +94,7 @@ from ..models import (
     ViTConfig,
 )
 from ..nn import Module
-from .convert_bert import convert_hf_bert_state_dict
+from .convert_bert import POOLER, convert_hf_bert_state_dict
 from .convert_clip import convert_openai_clip_state_dict
 from .keymap import Converted
 from .torch_weights import _CHUNKED_BLOCK, convert_timm_vit_state_dict
@@ -91,15 +105,28 @@ __all__ = ["FAMILIES", "PretrainedLoadError", "detect_family", "load_pretrained"
 FAMILIES = ("timm-vit", "dino", "dinov2", "open_clip", "hf-bert")
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".tar")
 _WEIGHT_FILES = ("model.safetensors", "open_clip_model.safetensors")
-_CONFIG_FILES = ("config.json", "open_clip_config.json")
+# each weight file with its own configuration: a hub folder may hold both pairs (e.g.
+# timm/vit_base_patch32_clip_224.openai: timm's image tower + config.json beside open_clip's
+# whole CLIP + open_clip_config.json)
+_OPEN_CLIP_WEIGHTS, _OPEN_CLIP_CONFIG = "open_clip_model.safetensors", "open_clip_config.json"
+_HF_WEIGHTS, _HF_CONFIG, _HF_INDEX = ("model.safetensors", "config.json",
+                                      "model.safetensors.index.json")
 
 _CONVERT_SNIPPET = """\
     import torch
     from safetensors.torch import save_file
     sd = torch.load("{name}", map_location="cpu", weights_only=True)
     save_file({{k: v.contiguous() for k, v in sd.items()}}, "model.safetensors")
-(a DINO training checkpoint holds several dicts: take sd["teacher"]; a HF model folder:
-model.save_pretrained(folder) writes model.safetensors and config.json)"""
+Two kinds of file need another first line:
+- DINO's full training checkpoint (checkpoint.pth: student, teacher, optimizer, args) stores
+  an argparse.Namespace under "args", which weights_only=True refuses. Only for a file you
+  trust (weights_only=False unpickles, which can run any code the file holds):
+    sd = torch.load("{name}", map_location="cpu", weights_only=False)["teacher"]
+  (the released backbone-only files, e.g. dino_deitsmall16_pretrain.pth, load as above);
+- OpenAI's original CLIP .pt (e.g. ViT-B-32.pt) is a TorchScript archive:
+    sd = torch.jit.load("{name}", map_location="cpu").state_dict()
+  then load it with act="quick_gelu".
+A HF model folder: model.save_pretrained(folder) writes model.safetensors and config.json."""
 
 _RESAMPLING = (
     "DINO v1 resamples the position grid by scale factor with a 0.1 offset and no antialias; "
@@ -131,25 +158,38 @@ def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
             "save them as float32 first)") from e
 
 
-def _read_config(folder: Path) -> dict[str, Any] | None:
-    """``config.json`` (HF) or ``open_clip_config.json`` (open_clip's hub folders) in a
-    folder, or None."""
-    for name in _CONFIG_FILES:
+def _config_for(weights: Path) -> dict[str, Any] | None:
+    """The configuration paired with a weight file, parsed, or None:
+    ``open_clip_model.safetensors`` <-> ``open_clip_config.json``; any other weight file <->
+    ``config.json`` beside it (or a lone ``open_clip_config.json``, when no
+    ``open_clip_model.safetensors`` beside it claims that file)."""
+    folder = weights.parent
+    if weights.name == _OPEN_CLIP_WEIGHTS:
+        names = [_OPEN_CLIP_CONFIG]
+    else:
+        names = [_HF_CONFIG]
+        if not (folder / _OPEN_CLIP_WEIGHTS).is_file():
+            names.append(_OPEN_CLIP_CONFIG)
+    for name in names:
         if (folder / name).is_file():
             return json.loads((folder / name).read_text())
     return None
 
 
-def read_state_dict(source: Any) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+def read_state_dict(source: Any, family: str | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
     """The checkpoint's arrays (torch layout) and its configuration (or None):
     ``config.json`` (HF) or ``open_clip_config.json`` (open_clip), parsed.
 
-    ``source``: a ``.safetensors`` file (with the configuration beside it, if any); a folder
-    holding ``model.safetensors`` (or open_clip's ``open_clip_model.safetensors``, or the
-    shards a ``model.safetensors.index.json`` lists) and, for HF / open_clip hub folders, the
-    configuration file; or a dict of arrays (NumPy, CuPy or Tensors; copied to NumPy). A
-    ``.pth`` / ``.pt`` / ``.bin`` file (or a folder holding only one) raises an error that
-    shows how to convert it."""
+    ``source``: a ``.safetensors`` file (with its configuration beside it, if any:
+    ``open_clip_model.safetensors`` reads ``open_clip_config.json``, another file
+    ``config.json``); a folder holding ``model.safetensors`` (or the shards a
+    ``model.safetensors.index.json`` lists) with ``config.json``, and/or open_clip's
+    ``open_clip_model.safetensors`` with ``open_clip_config.json``; or a dict of arrays (NumPy,
+    CuPy or Tensors; copied to NumPy). A folder holding both pairs is read as ``family``
+    says: ``"open_clip"`` the open_clip pair, another family the other pair, None an error
+    naming both files. A ``.pth`` / ``.pt`` / ``.bin`` file (or a folder holding only one)
+    raises an error that shows how to convert it."""
     if isinstance(source, dict):
         out = {}
         for k, v in source.items():
@@ -170,18 +210,28 @@ def read_state_dict(source: Any) -> tuple[dict[str, np.ndarray], dict[str, Any] 
             raise _torch_file_error(path)
         if path.suffix != ".safetensors":
             raise PretrainedLoadError(f"load_pretrained: {path} is not a .safetensors file")
-        return _load_safetensors(path), _read_config(path.parent)  # the config beside it
-    config = _read_config(path)
-    for name in _WEIGHT_FILES:
-        if (path / name).is_file():
-            return _load_safetensors(path / name), config
-    index = path / "model.safetensors.index.json"
+        return _load_safetensors(path), _config_for(path)  # its config beside it
+    open_clip = (path / _OPEN_CLIP_WEIGHTS).is_file()
+    hf = (path / _HF_WEIGHTS).is_file() or (path / _HF_INDEX).is_file()
+    if open_clip and hf and family is None:
+        raise PretrainedLoadError(
+            f"load_pretrained: {path} holds two checkpoints: {_OPEN_CLIP_WEIGHTS} (with "
+            f"{_OPEN_CLIP_CONFIG}: open_clip's whole CLIP) and {_HF_WEIGHTS} (with "
+            f"{_HF_CONFIG}: e.g. timm's image tower or a HF model); pass family='open_clip' "
+            f"for the first or the other's family for the second, or the path of the file "
+            f"to load")
+    if open_clip and (not hf or family == "open_clip"):
+        return _load_safetensors(path / _OPEN_CLIP_WEIGHTS), _config_for(
+            path / _OPEN_CLIP_WEIGHTS)
+    if (path / _HF_WEIGHTS).is_file():
+        return _load_safetensors(path / _HF_WEIGHTS), _config_for(path / _HF_WEIGHTS)
+    index = path / _HF_INDEX
     if index.is_file():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         sd: dict[str, np.ndarray] = {}
         for shard in shards:
             sd.update(_load_safetensors(path / shard))
-        return sd, config
+        return sd, _config_for(path / _HF_WEIGHTS)
     torch_files = sorted(p for p in path.iterdir() if p.suffix in _TORCH_SUFFIXES)
     if torch_files:
         raise _torch_file_error(torch_files[0])
@@ -196,6 +246,29 @@ def _strip_module(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if sd and all(k.startswith("module.") for k in sd):
         return {k[len("module."):]: v for k, v in sd.items()}
     return sd
+
+
+def _unsupported_layout(keys: set[str]) -> str | None:
+    """What to download instead, for HF transformers layouts of models whose own (or timm's /
+    open_clip's) layout is supported; None for other keys."""
+    if any(k.startswith(("text_model.", "vision_model.")) for k in keys):
+        return (
+            "load_pretrained: the keys (text_model.*, vision_model.*) are HF transformers' "
+            "CLIPModel layout, which is not supported. Download the open_clip file of the same "
+            "model instead (open_clip_model.safetensors, e.g. from the hub repo "
+            "timm/vit_base_patch32_clip_224.openai for OpenAI's ViT-B/32, or a laion/CLIP-* "
+            "repo) and load it with family='open_clip' (and act='quick_gelu' for OpenAI's "
+            "weights)")
+    hf_vit = re.compile(r"^(\w+\.)?embeddings\.patch_embeddings\.|\.layer_scale[12]\.")
+    if any(hf_vit.search(k) for k in keys):
+        return (
+            "load_pretrained: the keys (embeddings.patch_embeddings.*, encoder.layer.*, "
+            "layer_scale1) are HF transformers' Dinov2Model / ViTModel layout, which is not "
+            "supported. For DINOv2 download its own weights (facebookresearch/dinov2's hub "
+            "files, e.g. dinov2_vits14_reg4_pretrain.pth, converted to safetensors) or timm's "
+            "(model.safetensors of timm/vit_small_patch14_reg4_dinov2.lvd142m); for a ViT, "
+            "timm's model.safetensors")
+    return None
 
 
 def _candidates(keys: set[str]) -> tuple[set[str], str]:
@@ -229,6 +302,9 @@ def detect_family(keys: Any) -> str:
     but resample positions differently), asking for ``family=``."""
     keys = set(keys)
     keys = set(_strip_module(dict.fromkeys(keys)))
+    unsupported = _unsupported_layout(keys)
+    if unsupported:
+        raise PretrainedLoadError(unsupported)
     fits, why = _candidates(keys)
     if not fits:
         some = ", ".join(sorted(keys)[:6])
@@ -284,6 +360,26 @@ def _depth(keys: Any, prefix: str) -> int:
     return len(idx)
 
 
+def _any_block(keys: Any, pattern: str) -> bool:
+    """Whether ANY key fully matches ``pattern`` (a block's layout flag: qkv bias, layer
+    scale). Read from every block, not block 0 alone, so that a key missing from one block is
+    reported as missing there rather than as leftovers in all the others."""
+    pat = re.compile(pattern)
+    return any(pat.fullmatch(k) for k in keys)
+
+
+def _first_block(keys: Any, prefix: str, suffix: str) -> int:
+    """The lowest block index ``i`` with ``prefix + f"{i}." + suffix`` among the keys (0 when
+    none has it: the error then names block 0's key)."""
+    pat = re.compile(re.escape(prefix) + r"(\d+)\." + re.escape(suffix))
+    idx = [int(m.group(1)) for k in keys if (m := pat.fullmatch(k))]
+    return min(idx, default=0)
+
+
+def _block_key(keys: Any, prefix: str, suffix: str) -> str:
+    return f"{prefix}{_first_block(keys, prefix, suffix)}.{suffix}"
+
+
 def _get(sd: dict[str, np.ndarray], key: str, ndim: int, where: str) -> np.ndarray:
     if key not in sd:
         raise PretrainedLoadError(f"load_pretrained({where}): the checkpoint has no {key}")
@@ -314,24 +410,25 @@ def _vit_fields(sd: dict[str, np.ndarray], family: str, overrides: dict[str, Any
     n = pos.shape[1]
     g = _grid(n, with_cls=math.isqrt(n) ** 2 != n, key="pos_embed", where=family)
     depth = _depth(sd, "blocks.")
-    fc1 = _get(sd, "blocks.0.mlp.fc1.weight", 2, family) if "blocks.0.mlp.w12.weight" not in sd \
-        else None
-    if fc1 is None:
+    swiglu = sorted(k for k in sd if re.fullmatch(r"blocks\.\d+\.mlp\.w(12|3)\.weight", k))
+    if swiglu:
         raise PretrainedLoadError(
-            f"load_pretrained({family}): blocks.0.mlp.w12.weight is DINOv2-g's SwiGLU MLP "
+            f"load_pretrained({family}): {swiglu[0]} is DINOv2-g's SwiGLU MLP "
             "(w12, w3), which minitransformer does not implement (unsupported)")
+    fc1 = _get(sd, f"blocks.{_first_block(sd, 'blocks.', 'mlp.fc1.weight')}.mlp.fc1.weight", 2,
+               family)
     regs = sd.get("register_tokens", sd.get("reg_token"))
     fields: dict[str, Any] = dict(
         img_size=g * p, patch_size=p, in_chans=C, dim=D, depth=depth,
         num_heads=_heads(D, family, overrides), mlp_ratio=fc1.shape[0] / D,
-        qkv_bias="blocks.0.attn.qkv.bias" in sd, eps=1e-6, act="gelu",
-        layer_scale=1.0 if "blocks.0.ls1.gamma" in sd else None,
+        qkv_bias=_any_block(sd, r"blocks\.\d+\.attn\.qkv\.bias"), eps=1e-6, act="gelu",
+        layer_scale=1.0 if _any_block(sd, r"blocks\.\d+\.ls[12]\.gamma") else None,
         patch_bias="patch_embed.proj.bias" in sd,
         num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
     )
     if regs is not None:
         fields["num_register_tokens"] = regs.shape[1]
-    if "norm_pre.weight" in sd:  # a CLIP image tower in timm's layout (timm: pre_norm=True)
+    if any(k.startswith("norm_pre.") for k in sd):  # a CLIP image tower, timm's pre_norm
         fields["pre_norm"] = True
         fields["eps"] = 1e-5  # timm's CLIP towers: torch's LayerNorm default, as OpenAI's
         if "act" not in overrides:
@@ -474,27 +571,29 @@ def _build_clip(sd: dict[str, np.ndarray], config: dict[str, Any] | None,
     W, C, p = kernel.shape[0], kernel.shape[1], kernel.shape[2]
     vpos = _get(sd, "visual.positional_embedding", 2, where)  # (1+N, W)
     g = _grid(vpos.shape[0], True, "visual.positional_embedding", where)
-    vfc = _get(sd, "visual.transformer.resblocks.0.mlp.c_fc.weight", 2, where)
+    vfc = _get(sd, _block_key(sd, "visual.transformer.resblocks.", "mlp.c_fc.weight"), 2, where)
     vfields = dict(
         img_size=g * p, patch_size=p, in_chans=C, dim=W,
         depth=_depth(sd, "visual.transformer.resblocks."),
         num_heads=_heads(W, where, vis_over), mlp_ratio=vfc.shape[0] / W,
-        qkv_bias="visual.transformer.resblocks.0.attn.in_proj_bias" in sd, eps=1e-5,
-        patch_bias="visual.conv1.bias" in sd,
-        layer_scale=1.0 if "visual.transformer.resblocks.0.ls_1.gamma" in sd else None,
+        qkv_bias=_any_block(sd, r"visual\.transformer\.resblocks\.\d+\.attn\.in_proj_bias"),
+        eps=1e-5, patch_bias="visual.conv1.bias" in sd,
+        layer_scale=1.0 if _any_block(
+            sd, r"visual\.transformer\.resblocks\.\d+\.ls_[12]\.gamma") else None,
     )
-    if "visual.ln_pre.weight" in sd:
+    if any(k.startswith("visual.ln_pre.") for k in sd):
         vfields["pre_norm"] = True
     tok = _get(sd, "token_embedding.weight", 2, where)  # (V, Wt)
     tpos = _get(sd, "positional_embedding", 2, where)  # (T, Wt)
     Wt = tok.shape[1]
-    tfc = _get(sd, "transformer.resblocks.0.mlp.c_fc.weight", 2, where)
+    tfc = _get(sd, _block_key(sd, "transformer.resblocks.", "mlp.c_fc.weight"), 2, where)
     tfields = dict(
         vocab_size=tok.shape[0], context_length=tpos.shape[0], dim=Wt,
         depth=_depth(sd, "transformer.resblocks."), num_heads=_heads(Wt, where, txt_over),
         mlp_ratio=tfc.shape[0] / Wt, causal=True, pool="eot",
-        qkv_bias="transformer.resblocks.0.attn.in_proj_bias" in sd, eps=1e-5,
-        layer_scale=1.0 if "transformer.resblocks.0.ls_1.gamma" in sd else None,
+        qkv_bias=_any_block(sd, r"transformer\.resblocks\.\d+\.attn\.in_proj_bias"), eps=1e-5,
+        layer_scale=1.0 if _any_block(sd, r"transformer\.resblocks\.\d+\.ls_[12]\.gamma")
+        else None,
     )
     vcfg = _config(ViTConfig, vfields, vis_over, where)
     tcfg = _config(TextConfig, tfields, txt_over, where)
@@ -516,6 +615,12 @@ def _build_clip(sd: dict[str, np.ndarray], config: dict[str, Any] | None,
 
 
 # ---------------------------------------------------------------------------- BERT
+_ROBERTA = (
+    ": RoBERTa's positions start at padding_idx + 1 (real tokens get position ids "
+    "padding_idx + 1, + 2, ..., padding gets padding_idx: HF modeling_roberta.py "
+    "create_position_ids_from_input_ids), its "
+    "position table is 2 rows longer, its token-type table has 1 row and its LayerNorm eps is "
+    "1e-5: it would load as BERT and give wrong outputs")
 _HF_ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
             "relu": "relu", "quick_gelu": "quick_gelu"}
 
@@ -523,9 +628,16 @@ _HF_ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_
 def _build_bert(sd: dict[str, np.ndarray], config: dict[str, Any] | None,
                 overrides: dict[str, Any]) -> tuple[Module, Converted]:
     where = "hf-bert"
+    cfg_json = dict(config or {})
+    model_type = cfg_json.get("model_type", "bert")
+    if model_type != "bert":
+        raise PretrainedLoadError(
+            f"load_pretrained(hf-bert): config.json says model_type={model_type!r}; only "
+            "'bert' is supported. Other BERT-like models share the key names but not the "
+            "math" + (_ROBERTA if model_type in ("roberta", "xlm-roberta", "camembert") else
+                      ", so they would load and give wrong outputs"))
     conv = convert_hf_bert_state_dict(sd)
     a = conv.arrays
-    cfg_json = dict(config or {})
     if cfg_json.get("position_embedding_type", "absolute") != "absolute":
         raise PretrainedLoadError(
             f"load_pretrained(hf-bert): position_embedding_type="
@@ -537,7 +649,7 @@ def _build_bert(sd: dict[str, np.ndarray], config: dict[str, Any] | None,
     V, D = words.shape
     P = _get(a, "encoder.pos_embed", 3, where).shape[1]
     types = a.get("encoder.type_embed.weight")
-    fc1 = _get(a, "encoder.blocks.0.mlp.fc1.weight", 2, where)  # ours (D, I)
+    fc1 = _get(a, _block_key(a, "encoder.blocks.", "mlp.fc1.weight"), 2, where)  # ours (D, I)
     depth = _depth(a, "encoder.blocks.")
     shapes = {"vocab_size": V, "hidden_size": D, "max_position_embeddings": P,
               "num_hidden_layers": depth, "intermediate_size": fc1.shape[1],
@@ -554,16 +666,17 @@ def _build_bert(sd: dict[str, np.ndarray], config: dict[str, Any] | None,
         raise PretrainedLoadError(
             f"load_pretrained(hf-bert): hidden_act={hidden_act!r} is not supported; known: "
             f"{sorted(_HF_ACTS)}")
-    pooler = overrides.pop("pooler", "pooler.weight" in a)
+    pooler = overrides.pop("pooler", any(k.startswith(POOLER + ".") for k in a))
+    mlm_head = overrides.pop("mlm_head", any(k.startswith("mlm_head.") for k in a))
     fields = dict(
         vocab_size=V, context_length=P, dim=D, depth=depth, num_heads=_heads(D, where, overrides),
         mlp_ratio=fc1.shape[1] / D, causal=False, pool="cls",
-        qkv_bias="encoder.blocks.0.attn.qkv.bias" in a, norm_first=False,
+        qkv_bias=_any_block(a, r"encoder\.blocks\.\d+\.attn\.qkv\.bias"), norm_first=False,
         eps=cfg_json.get("layer_norm_eps", 1e-12), act=_HF_ACTS.get(hidden_act, "gelu"),
         type_vocab_size=shapes["type_vocab_size"], embed_norm=True, final_norm=False,
     )
     cfg = _config(TextConfig, fields, overrides, where)
-    return BERT(cfg, pooler=bool(pooler)), conv
+    return BERT(cfg, pooler=bool(pooler), mlm_head=bool(mlm_head)), conv
 
 
 # ---------------------------------------------------------------------------- loading
@@ -571,7 +684,10 @@ def _strict_load(model: Module, conv: Converted, family: str) -> None:
     """Load ``conv.arrays`` into ``model``: every key used, every parameter set, every shape
     equal, else one error that names them all (checkpoint names where they differ)."""
     targets = model.state_dict()
-    left = list(conv.unknown) + [conv.origin.get(k, k) for k in conv.arrays if k not in targets]
+    left = list(conv.unknown)
+    for k in conv.arrays:  # a fused key (BERT's q, k, v -> qkv) names each checkpoint key
+        if k not in targets:
+            left.extend(conv.origin.get(k, k).split(", "))
     missing = [k for k in targets if k not in conv.arrays]
     shapes = [
         f"{conv.origin.get(k, k)} -> {k}: checkpoint {tuple(w.shape)} (in our layout) vs model "
@@ -597,52 +713,66 @@ def _strict_load(model: Module, conv: Converted, family: str) -> None:
     model.load_state_dict(conv.arrays, strict=True)
 
 
+def _build(sd: dict[str, np.ndarray], config: dict[str, Any] | None, family: str,
+           overrides: dict[str, Any]) -> tuple[Module, Converted]:
+    """The model for ``family`` and the checkpoint converted to its names."""
+    if family == "open_clip":
+        return _build_clip(sd, config, overrides)
+    if family == "hf-bert":
+        return _build_bert(sd, config, overrides)
+    if family == "dino" and any(k.startswith("head.") for k in sd):
+        return _build_dino_training(sd, overrides)
+    if family in ("dino", "dinov2") and any(k.startswith("backbone.") for k in sd):
+        sd = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in sd.items()}
+    return _build_vit(sd, family, overrides)
+
+
 def load_pretrained(source: Any, family: str | None = None, *, dtype: Any = None,
                     device: Any = None, **overrides: Any) -> Module:
     """A pretrained checkpoint as a ready model (eval mode), loaded strictly.
 
     Args:
         source: a ``.safetensors`` file, a model folder (``model.safetensors`` or
-            ``open_clip_model.safetensors``, plus ``config.json`` for HF models), or a dict of
-            arrays in the checkpoint's own torch layout. ``.pth`` / ``.bin`` files are refused
+            ``open_clip_model.safetensors``, each with its own configuration file; see the
+            module docstring for a folder holding both), or a dict of arrays in the
+            checkpoint's own torch layout. ``.pth`` / ``.bin`` files are refused
             with the snippet that converts them.
         family: ``"timm-vit"``, ``"dino"``, ``"dinov2"``, ``"open_clip"`` or ``"hf-bert"``;
             detected from the keys when None (an error asks for it when the keys fit two).
         dtype: the parameters' dtype; default the library default (``mt.set_default_dtype``).
         device: where the model goes ("cpu", "cuda"); default the default device.
         **overrides: any field of the configuration (``ViTConfig`` / ``TextConfig``), e.g.
-            ``num_heads=6``; for CLIP ``act=`` is required, an unprefixed field applies to
-            both towers and ``vision_<field>`` / ``text_<field>`` to one. For BERT,
-            ``pooler=False`` builds it without the pooler.
+            ``num_heads=6``; for CLIP ``act=`` is required (unless an
+            ``open_clip_config.json`` says it), an unprefixed field applies to both towers and
+            ``vision_<field>`` / ``text_<field>`` to one. For BERT, ``pooler=`` and
+            ``mlm_head=`` override what the keys say (``pooler.*``, ``cls.predictions.*``:
+            a plain ``BertModel`` checkpoint has no MLM head).
 
     Returns a ``VisionTransformer``, a ``BackboneWithHead`` (DINO training checkpoint), a
     ``CLIP`` or a ``BERT`` (see the module docstring), in eval mode.
     """
-    sd, config = read_state_dict(source)
+    if family is not None and family not in FAMILIES:
+        raise PretrainedLoadError(
+            f"load_pretrained: unknown family {family!r}; expected one of {FAMILIES}")
+    sd, config = read_state_dict(source, family)
     sd = _strip_module(sd)
+    unsupported = _unsupported_layout(set(sd))
+    if unsupported:
+        raise PretrainedLoadError(unsupported)
     fits, why = _candidates(set(sd))
     if family is None:
         family = detect_family(sd.keys())
-    elif family not in FAMILIES:
-        raise PretrainedLoadError(
-            f"load_pretrained: unknown family {family!r}; expected one of {FAMILIES}")
     elif family not in fits:
         hint = f" (they fit {', '.join(sorted(fits))})" if fits else ""
         raise PretrainedLoadError(
             f"load_pretrained: family={family!r} does not match the checkpoint: its keys are "
             f"{why}{hint}")
-    overrides = dict(overrides)
-    if family == "open_clip":
-        model, conv = _build_clip(sd, config, overrides)
-    elif family == "hf-bert":
-        model, conv = _build_bert(sd, config, overrides)
-    elif family == "dino" and any(k.startswith("head.") for k in sd):
-        model, conv = _build_dino_training(sd, overrides)
-    else:
-        if family in ("dino", "dinov2") and any(k.startswith("backbone.") for k in sd):
-            sd = {k[len("backbone."):] if k.startswith("backbone.") else k: v
-                  for k, v in sd.items()}
-        model, conv = _build_vit(sd, family, overrides)
+    try:
+        model, conv = _build(sd, config, family, dict(overrides))
+    except PretrainedLoadError:
+        raise
+    except ValueError as e:  # a converter's or a model's check: the family says whose
+        raise PretrainedLoadError(f"load_pretrained({family}): {e}") from e
     model.to(dtype=dtype or backend.get_default_dtype())
     _strict_load(model, conv, family)
     model.dropped_keys = dict(conv.dropped)  # what was knowingly left out, and why

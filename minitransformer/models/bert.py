@@ -1,5 +1,6 @@
-"""``BERT``: a BERT-style text encoder with its masked-LM head and pooler (Devlin et al. 2019;
-HF ``transformers`` ``models/bert/modeling_bert.py``: ``BertModel``, ``BertForMaskedLM``).
+"""``BERT``: a BERT-style text encoder with (optionally) its masked-LM head and pooler (Devlin
+et al. 2019; HF ``transformers`` ``models/bert/modeling_bert.py``: ``BertModel``,
+``BertForMaskedLM``).
 
     x   = LN_e(E[ids] + P[:T] + S[types])                   BertEmbeddings      (B, T, D)
     x   = LN2(x' + MLP(x')),  x' = LN1(x + Attn(x))          BertLayer, post-norm (B, T, D)
@@ -26,14 +27,16 @@ __all__ = ["BERT"]
 
 
 class BERT(Module):
-    """BERT's encoder, MLM head and (optionally) pooler, under the names a converted HF
+    """BERT's encoder and (optionally) its MLM head and pooler, under the names a converted HF
     checkpoint loads into:
 
     - ``encoder``: a ``TextTransformer(cfg)`` (HF ``bert.embeddings`` and ``bert.encoder``);
-    - ``mlm_head``: ``models.heads.MLMHead`` (HF ``cls.predictions``: ``transform.dense``,
-      GELU, ``transform.LayerNorm`` with ``cfg.eps``, then the decoder), its output weight
-      *tied* to ``encoder.token_embed.weight`` (E, (V, D); not a parameter of the head) plus
-      the output bias ``mlm_head.bias`` (V,);
+    - ``mlm_head`` (when ``mlm_head=True``): ``models.heads.MLMHead`` (HF ``cls.predictions``:
+      ``transform.dense``, GELU, ``transform.LayerNorm`` with ``cfg.eps``, then the decoder),
+      its output weight *tied* to ``encoder.token_embed.weight`` (E, (V, D); not a parameter
+      of the head) plus the output bias ``mlm_head.bias`` (V,). A plain ``BertModel`` checkpoint
+      (``BertModel.save_pretrained``, sentence encoders) has no ``cls.predictions.*``: build it
+      with ``mlm_head=False``, and ``mlm_logits`` raises;
     - ``pooler`` (when ``pooler=True``): ``Linear(D, D)`` applied to the first token's feature,
       then tanh (HF ``bert.pooler.dense``).
 
@@ -41,14 +44,16 @@ class BERT(Module):
     integers in [0, type_vocab_size), default zeros; ``check`` as in ``TextTransformer``.
     """
 
-    def __init__(self, cfg: TextConfig, pooler: bool = True):
+    def __init__(self, cfg: TextConfig, pooler: bool = True, mlm_head: bool = True):
         super().__init__()
         if cfg.causal:
             raise ValueError("BERT: the encoder is bidirectional; got TextConfig(causal=True)")
         self.cfg = cfg
         self.encoder = TextTransformer(cfg)
-        self.mlm_head = MLMHead(cfg.dim, cfg.vocab_size, self.encoder.token_embed.weight,
-                                eps=cfg.eps, act=cfg.act)
+        self.has_mlm_head = mlm_head
+        if mlm_head:
+            self.mlm_head = MLMHead(cfg.dim, cfg.vocab_size, self.encoder.token_embed.weight,
+                                    eps=cfg.eps, act=cfg.act)
         self.has_pooler = pooler
         if pooler:
             self.pooler = Linear(cfg.dim, cfg.dim)
@@ -64,6 +69,11 @@ class BERT(Module):
                    check: bool | None = None) -> Tensor:
         """$\\mathrm{LN_h}(\\mathrm{gelu}(h W_d + b_d)) E^\\top + b$ at every position (HF
         ``BertForMaskedLM(...).logits``). Shapes: ids (B, T) -> (B, T, V)."""
+        if not self.has_mlm_head:
+            raise ValueError(
+                "BERT.mlm_logits: this model was built with mlm_head=False (a plain BertModel "
+                "checkpoint has no cls.predictions.* weights); load a BertForMaskedLM or "
+                "BertForPreTraining checkpoint for masked-word logits")
         return self.mlm_head(self.forward_tokens(ids, attention_mask, token_type_ids, check))
 
     def pooled(self, ids: Any, attention_mask: Any = None, token_type_ids: Any = None,
@@ -83,4 +93,4 @@ class BERT(Module):
         return self.forward_tokens(ids, attention_mask, token_type_ids, check)
 
     def extra_repr(self) -> str:
-        return f"pooler={self.has_pooler}"
+        return f"pooler={self.has_pooler}, mlm_head={self.has_mlm_head}"

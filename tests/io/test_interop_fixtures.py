@@ -150,3 +150,94 @@ def test_fixture_leftover_and_missing_keys_are_named():
     del sd["register_tokens"]
     with pytest.raises(PretrainedLoadError, match="missing"):
         load_pretrained(sd, num_heads=heads, num_register_tokens=4)
+
+
+@pytest.mark.parametrize("pooler", [True, False])
+def test_hf_bert_model_without_mlm_head_loads_strictly(tmp_path, pooler):
+    """A plain BertModel checkpoint (BertModel.save_pretrained, sentence encoders): the
+    fixture's bert.* keys with the prefix stripped, no cls.*; with pooler=False as
+    BertModel(add_pooling_layer=False) saves it, without pooler.*."""
+    from safetensors.numpy import save_file
+
+    folder, meta, io = _fixture("hf-bert")
+    sd, _ = read_state_dict(folder)
+    plain = {k[len("bert."):]: v for k, v in sd.items() if k.startswith("bert.")
+             and (pooler or not k.startswith("bert.pooler."))}
+    assert not any(k.startswith("cls.") for k in plain)
+    save_file(plain, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
+    model = load_pretrained(tmp_path, dtype=np.float64)  # strict: nothing left, nothing missing
+    assert isinstance(model, BERT) and model.dropped_keys == {}
+    assert not model.has_mlm_head and model.has_pooler == pooler
+    ids, types = io["input_ids"], io["token_type_ids"]
+    mask = io["attention_mask"].astype(bool)
+    _close(model.forward_tokens(ids, attention_mask=mask, token_type_ids=types),
+           io["last_hidden_state"])
+    if pooler:
+        _close(model.pooled(ids, attention_mask=mask, token_type_ids=types),
+               io["pooler_output"])
+    with pytest.raises(ValueError, match="mlm_head=False"):
+        model.mlm_logits(ids)
+    # asking for the head anyway names the checkpoint keys it needs
+    with pytest.raises(PretrainedLoadError, match=r"missing.*cls\.predictions\.bias"):
+        load_pretrained(tmp_path, mlm_head=True)
+
+
+def _mixed_folder(tmp_path):
+    """timm/vit_base_patch32_clip_224.openai's construction: timm's image tower
+    (model.safetensors + config.json) beside open_clip's CLIP (open_clip_model.safetensors +
+    open_clip_config.json)."""
+    import shutil
+
+    timm_folder, timm_meta, _ = _fixture("timm-vit")
+    clip_folder, clip_meta, _ = _fixture("open_clip")
+    shutil.copy(timm_folder / "model.safetensors", tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"architecture": "vit_base_patch32_clip_224", "num_classes": 512}))
+    shutil.copy(clip_folder / "model.safetensors", tmp_path / "open_clip_model.safetensors")
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
+        "quick_gelu": clip_meta["quick_gelu"],
+        "vision_cfg": {"width": clip_meta["vision"]["width"],
+                       "head_width": clip_meta["vision"]["head_width"]},
+        "text_cfg": {"heads": clip_meta["text"]["heads"]}}}))
+    return timm_meta
+
+
+def test_folder_with_two_layouts_pairs_each_file_with_its_config(tmp_path):
+    timm_meta = _mixed_folder(tmp_path)
+    with pytest.raises(PretrainedLoadError, match=r"open_clip_model\.safetensors.*"
+                                                  r"model\.safetensors.*family="):
+        load_pretrained(tmp_path)
+    _, _, clip_io = _fixture("open_clip")
+    # family="open_clip": the open_clip pair; the path of the file: its own config beside it
+    # (act and heads from open_clip_config.json, none passed here)
+    for model in (load_pretrained(tmp_path, family="open_clip", dtype=np.float64),
+                  load_pretrained(tmp_path / "open_clip_model.safetensors", dtype=np.float64)):
+        assert isinstance(model, CLIP) and model.text.cfg.act == "quick_gelu"
+        _close(model.encode_image(clip_io["x"]), clip_io["image_features"])
+        _close(model.encode_text(clip_io["text"]), clip_io["text_features"])
+    _, _, timm_io = _fixture("timm-vit")
+    vit = load_pretrained(tmp_path, family="timm-vit", num_heads=timm_meta["kwargs"]["num_heads"],
+                          dtype=np.float64)
+    assert isinstance(vit, VisionTransformer)
+    _close(vit(timm_io["x_32x32"]), timm_io["logits_32x32"])
+
+
+def test_layout_flags_from_any_block_report_a_gap_in_block_0_as_missing():
+    folder, meta, _ = _fixture("dinov2-reg")
+    sd, _ = read_state_dict(folder)
+    del sd["blocks.0.attn.qkv.bias"], sd["blocks.0.ls1.gamma"]
+    with pytest.raises(PretrainedLoadError) as e:
+        load_pretrained(sd, num_heads=meta["kwargs"]["num_heads"])
+    msg = str(e.value)
+    assert "missing from the checkpoint (2): blocks.0.attn.qkv.bias, blocks.0.ls1.gamma" in msg
+    assert "left over" not in msg
+
+
+def test_leftover_count_counts_checkpoint_names_of_a_fused_key():
+    folder, meta, _ = _fixture("hf-bert")
+    depth = meta["config"]["num_hidden_layers"]
+    with pytest.raises(PretrainedLoadError, match=rf"left over, no place in the model "
+                                                  rf"\({3 * depth}\): bert\.encoder\.layer\.0"
+                                                  rf"\.attention\.self\.query\.bias, "):
+        load_pretrained(folder, qkv_bias=False)

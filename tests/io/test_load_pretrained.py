@@ -486,3 +486,118 @@ def test_hf_bert_token_type_buffer_and_a_decoder_bias_saved_alone(rng):
     with pytest.raises(ValueError, match="token_type_ids should be the index buffer zeros"):
         load_pretrained({**sd, "bert.embeddings.token_type_ids": np.ones((1, 12), np.int64)},
                         num_heads=2)
+
+
+# ---------------------------------------------------------------------------- review fixes
+@pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta", "distilbert", "electra"])
+def test_config_json_model_type_other_than_bert_is_refused(rng, tmp_path, model_type):
+    # RoBERTa saves the same key names (its positions start at padding_idx + 1), so it would
+    # load as BERT and give wrong outputs
+    save_file(tl.bert_state_dict(rng), str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type,
+                                                      "num_attention_heads": 2}))
+    with pytest.raises(PretrainedLoadError, match=rf"model_type='{model_type}'.*only 'bert'") as e:
+        load_pretrained(tmp_path)
+    if "roberta" in model_type:
+        assert "padding_idx + 1" in str(e.value)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert",
+                                                      "num_attention_heads": 2}))
+    assert isinstance(load_pretrained(tmp_path), BERT)
+
+
+def test_bert_without_cls_predictions_has_no_mlm_head(rng):
+    full = tl.bert_state_dict(rng)
+    sd = {k: v for k, v in full.items() if not k.startswith("cls.")}
+    model = load_pretrained(sd, num_heads=2, **F64)
+    assert not model.has_mlm_head and model.has_pooler and model.dropped_keys == {}
+    ids, mask, types = _bert_inputs(rng)
+    x, pooled, _ = tl.bert_forward(full, ids, 2, mask, types)
+    _close(model.forward_tokens(ids, mask, types), x)
+    _close(model.pooled(ids, mask, types), pooled)
+    with pytest.raises(ValueError, match="mlm_head=False"):
+        model.mlm_logits(ids)
+
+
+@pytest.mark.parametrize("case", ["missing key weight", "untied decoder", "non-causal mask",
+                                  "linear rank"])
+def test_converter_errors_are_pretrained_load_errors_with_the_family(rng, case):
+    if case == "missing key weight":
+        sd = tl.bert_state_dict(rng)
+        del sd["bert.encoder.layer.1.attention.self.key.weight"]
+        family, what = "hf-bert", r"layer 1 has no attention\.self\.key\.weight"
+    elif case == "untied decoder":
+        sd = tl.bert_state_dict(rng)
+        sd["cls.predictions.decoder.weight"] = sd["bert.embeddings.word_embeddings.weight"] + 1
+        family, what = "hf-bert", "untied decoder is not supported"
+    elif case == "non-causal mask":
+        sd = {**tl.clip_state_dict(rng), "attn_mask": np.zeros((7, 7))}
+        family, what = "open_clip", "attn_mask is not the causal mask"
+    else:
+        sd = tl.clip_state_dict(rng)
+        k = "transformer.resblocks.1.attn.in_proj_weight"
+        sd[k] = sd[k][None]
+        family, what = "open_clip", k.replace(".", r"\.") + ": a Linear weight should be 2-D"
+    with pytest.raises(PretrainedLoadError, match=rf"^load_pretrained\({family}\): .*{what}"):
+        load_pretrained(sd, act="gelu", num_heads=2) if family == "open_clip" else \
+            load_pretrained(sd, num_heads=2)
+
+
+def _hf_clip_keys(rng):
+    """A few names of HF transformers' CLIPModel (models/clip/modeling_clip.py)."""
+    z = np.zeros(4)
+    return {"logit_scale": np.zeros(()), "text_projection.weight": z, "visual_projection.weight": z,
+            "text_model.embeddings.token_embedding.weight": z,
+            "text_model.encoder.layers.0.self_attn.q_proj.weight": z,
+            "vision_model.embeddings.patch_embedding.weight": z,
+            "vision_model.encoder.layers.0.mlp.fc1.weight": z}
+
+
+def _hf_dinov2_keys(rng):
+    """A few names of HF transformers' Dinov2Model (models/dinov2/modeling_dinov2.py)."""
+    z = np.zeros(4)
+    return {"embeddings.cls_token": z, "embeddings.mask_token": z,
+            "embeddings.position_embeddings": z,
+            "embeddings.patch_embeddings.projection.weight": z,
+            "encoder.layer.0.attention.attention.query.weight": z,
+            "encoder.layer.0.layer_scale1.lambda1": z, "layernorm.weight": z}
+
+
+@pytest.mark.parametrize("family", [None, "open_clip", "timm-vit"])
+def test_hf_clip_and_dinov2_layouts_say_what_to_download(rng, family):
+    with pytest.raises(PretrainedLoadError, match=r"HF transformers' CLIPModel layout, which is "
+                                                  r"not supported.*open_clip_model\.safetensors"):
+        load_pretrained(_hf_clip_keys(rng), family=family)
+    with pytest.raises(PretrainedLoadError, match=r"Dinov2Model.*not supported.*dinov2's hub "
+                                                  r".*timm/vit_small_patch14_reg4_dinov2"):
+        load_pretrained(_hf_dinov2_keys(rng), family=family)
+    with pytest.raises(PretrainedLoadError, match="CLIPModel"):
+        detect_family(_hf_clip_keys(rng))
+
+
+def test_conversion_snippet_covers_dino_training_checkpoints_and_torchscript(tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    path.write_bytes(b"not read")
+    with pytest.raises(PretrainedLoadError) as e:
+        load_pretrained(path)
+    msg = " ".join(str(e.value).split())
+    assert 'weights_only=False)["teacher"]' in msg and "argparse.Namespace" in msg
+    assert "only for a file you trust" in msg.lower() and "run any code" in msg
+    assert 'torch.jit.load("checkpoint.pth", map_location="cpu").state_dict()' in msg
+
+
+def test_open_clip_flags_from_any_block(rng):
+    sd = tl.clip_state_dict(rng)
+    del sd["transformer.resblocks.0.attn.in_proj_bias"]
+    del sd["visual.transformer.resblocks.0.attn.in_proj_bias"]
+    with pytest.raises(PretrainedLoadError) as e:
+        load_pretrained(sd, act="gelu", num_heads=2)
+    assert "left over" not in str(e.value)
+    assert "missing from the checkpoint (2): visual.blocks.0.attn.qkv.bias" in str(e.value)
+
+
+def test_lone_open_clip_config_beside_model_safetensors_is_still_read(rng, tmp_path):
+    save_file(tl.clip_state_dict(rng), str(tmp_path / "model.safetensors"))
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
+        "quick_gelu": True, "vision_cfg": {"head_width": 8}, "text_cfg": {"heads": 2}}}))
+    model = load_pretrained(tmp_path)
+    assert model.text.cfg.act == "quick_gelu" and model.visual.cfg.num_heads == 2

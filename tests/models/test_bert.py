@@ -302,6 +302,27 @@ def test_parameter_names_and_pooler_switch():
         models.BERT(tiny_cfg(causal=True))
 
 
+def test_mlm_head_switch():
+    """A plain BertModel (no cls.predictions.*) is BERT(cfg, mlm_head=False): no mlm_head
+    parameters, the same encoder and pooler outputs, and mlm_logits names what is missing."""
+    m = models.BERT(tiny_cfg()).to(dtype=np.float64)
+    bare = models.BERT(tiny_cfg(), mlm_head=False).to(dtype=np.float64)
+    assert not hasattr(bare, "mlm_head") and not bare.has_mlm_head
+    names = set(bare.state_dict())
+    assert not any(n.startswith("mlm_head") for n in names)
+    assert names == {n for n in m.state_dict() if not n.startswith("mlm_head")}
+    bare.load_state_dict({k: v for k, v in m.state_dict().items() if k in names}, strict=True)
+    ids, am, types = batch(np.random.default_rng(5), 2, 4, lengths=[4, 3])
+    np.testing.assert_array_equal(bare.forward_tokens(ids, am, types).numpy(),
+                                  m.forward_tokens(ids, am, types).numpy())
+    np.testing.assert_array_equal(bare.pooled(ids, am, types).numpy(),
+                                  m.pooled(ids, am, types).numpy())
+    with pytest.raises(ValueError, match=r"BERT.mlm_logits: this model was built with "
+                                         r"mlm_head=False"):
+        bare.mlm_logits(ids)
+    assert "mlm_head=False" in repr(bare)
+
+
 # bert-base-uncased (HF config.json: vocab_size 30522, max_position_embeddings 512,
 # hidden_size 768, num_hidden_layers 12, num_attention_heads 12, intermediate_size 3072,
 # hidden_act "gelu", layer_norm_eps 1e-12, type_vocab_size 2; Devlin et al. 2019, sec. 3)
