@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import viz
+from ..__main__ import default_log_every
 from .loop import train
 from .recipes import make_recipe
 from .recipes.base import batched
@@ -75,8 +76,12 @@ def run_demo(out_dir: str | Path = "runs/demo", device: str = "cpu", steps: int 
     baseline = r.evaluate()
     pictures = _pictures(r, out, "_random_init")
     t0 = time.perf_counter()
+    # the losses read (and logged) every few steps, as `train` on the command line does: one
+    # device-to-host wait per interval instead of one per step (the demo preset's 300 steps:
+    # every 3rd); the training itself, its evaluations and what is printed are the same
     result = train(r, out, progress=progress, save_every=r.steps,
-                   eval_every=max(r.steps // 3, 1), overwrite=True)  # a demo may run twice
+                   eval_every=max(r.steps // 3, 1), log_every=default_log_every(r.steps),
+                   overwrite=True)  # a demo may run twice
     seconds = time.perf_counter() - t0
     with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:  # the step-0 evaluation
         log.write(json.dumps({"step": 0, "eval": baseline}) + "\n")
