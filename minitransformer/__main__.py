@@ -219,6 +219,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if msg.startswith("allow_changes"):  # the flag's name, not the parameter's
                 msg = "--allow-changes" + msg[len("allow_changes"):]
             raise UsageError(msg) from e
+        problem = loop.world_size_problem(meta, path.name)
+        if problem:
+            raise UsageError(problem)
         _writable_dir(out)
         if lead:
             print(f"resuming {args.recipe} from {path.name} (step {meta.get('step')})")

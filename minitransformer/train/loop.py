@@ -143,6 +143,17 @@ def _shared_errors() -> dict[str, type[BaseException]]:
         ConfigMismatch)}
 
 
+def world_size_problem(meta: dict[str, Any], name: str) -> str | None:
+    """Why a checkpoint (its sidecar ``meta``, file ``name``) cannot be resumed by this many
+    ranks, or None. Checkpoints without ``world_size`` were written by one process."""
+    saved, now = int(meta.get("world_size", 1)), distributed.world_size()
+    if saved == now:
+        return None
+    return (f"cannot resume: {name} was written by a run over {saved} rank(s) (processes), "
+            f"and this run has {now}; resume it with the same number (mpiexec -n {saved}), "
+            "or start a new run in another directory")
+
+
 def _lead() -> bool:
     """True on the rank that writes the run directory (rank 0; the only one in one process)."""
     return distributed.rank() == 0 or not distributed.is_distributed()
@@ -605,12 +616,9 @@ def _train_locked(recipe: Recipe, out: Path, steps: int | None, resume: bool, ev
 
         compare_config(saved=meta.get("config", {}), current=recipe.config(),
                        allow=allow_changes)
-        saved_w, w = int(meta.get("world_size", 1)), distributed.world_size()
-        if saved_w != w:
-            raise WorldSizeMismatch(
-                f"cannot resume: {path.name} was written by a run over {saved_w} rank(s) "
-                f"(processes), and this run has {w}; resume it with the same number "
-                f"(mpiexec -n {saved_w}), or start a new run in another directory")
+        problem = world_size_problem(meta, path.name)
+        if problem:
+            raise WorldSizeMismatch(problem)
         return path.name
 
     if not resume:
