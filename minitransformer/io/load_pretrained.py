@@ -251,11 +251,15 @@ def _strip_module(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _unsupported_layout(keys: set[str]) -> str | None:
     """What to download instead, for HF transformers layouts of models whose own (or timm's /
     open_clip's) layout is supported; None for other keys."""
-    if any(k.startswith(("text_model.", "vision_model.")) for k in keys):
+    hf_clip = re.compile(r"^(text_model|vision_model)\.|(^|\.)embeddings\.(class_embedding|"
+                         r"patch_embedding\.weight|token_embedding\.weight)|(^|\.)encoder\."
+                         r"layers\.\d+\.self_attn\.")
+    if any(hf_clip.search(k) for k in keys):
         return (
-            "load_pretrained: the keys (text_model.*, vision_model.*) are HF transformers' "
-            "CLIPModel layout, which is not supported. Download the open_clip file of the same "
-            "model instead (open_clip_model.safetensors, e.g. from the hub repo "
+            "load_pretrained: the keys (text_model.*, vision_model.*; embeddings.class_embedding, "
+            "encoder.layers.*.self_attn.*) are HF transformers' CLIPModel layout (or its "
+            "CLIPTextModel / CLIPVisionModel), which is not supported. Download the open_clip "
+            "file of the same model instead (open_clip_model.safetensors, e.g. from the hub repo "
             "timm/vit_base_patch32_clip_224.openai for OpenAI's ViT-B/32, or a laion/CLIP-* "
             "repo) and load it with family='open_clip' (and act='quick_gelu' for OpenAI's "
             "weights)")

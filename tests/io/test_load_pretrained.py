@@ -564,14 +564,19 @@ def _hf_dinov2_keys(rng):
 
 @pytest.mark.parametrize("family", [None, "open_clip", "timm-vit"])
 def test_hf_clip_and_dinov2_layouts_say_what_to_download(rng, family):
-    with pytest.raises(PretrainedLoadError, match=r"HF transformers' CLIPModel layout, which is "
-                                                  r"not supported.*open_clip_model\.safetensors"):
+    with pytest.raises(PretrainedLoadError, match=r"HF transformers' CLIPModel layout .*not "
+                                                  r"supported.*open_clip_model\.safetensors"):
         load_pretrained(_hf_clip_keys(rng), family=family)
     with pytest.raises(PretrainedLoadError, match=r"Dinov2Model.*not supported.*dinov2's hub "
                                                   r".*timm/vit_small_patch14_reg4_dinov2"):
         load_pretrained(_hf_dinov2_keys(rng), family=family)
     with pytest.raises(PretrainedLoadError, match="CLIPModel"):
         detect_family(_hf_clip_keys(rng))
+    # CLIPVisionModel / CLIPTextModel without the tower prefix
+    for k in ("embeddings.class_embedding", "embeddings.token_embedding.weight",
+              "encoder.layers.0.self_attn.k_proj.weight"):
+        with pytest.raises(PretrainedLoadError, match="CLIPModel layout"):
+            load_pretrained({k: np.zeros(4), "post_layernorm.weight": np.zeros(4)}, family=family)
 
 
 def test_conversion_snippet_covers_dino_training_checkpoints_and_torchscript(tmp_path):
