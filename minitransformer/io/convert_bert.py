@@ -3,7 +3,8 @@
 The layout is HF transformers' ``models/bert/modeling_bert.py`` (``BertEmbeddings``,
 ``BertSelfAttention``, ``BertSelfOutput``, ``BertIntermediate``, ``BertOutput``, ``BertPooler``,
 ``BertLMPredictionHead``), as ``BertForPreTraining`` / ``BertForMaskedLM`` / ``BertModel``
-save it. A leading ``bert.`` is stripped first (``BertModel`` saves without it). BERT's block
+save it. A leading ``bert.`` is stripped first (``BertModel`` saves without it, and with no
+``cls.*``: ``load_pretrained`` then builds ``models.BERT(mlm_head=False)``). BERT's block
 is post-norm, which is ``nn.TransformerBlock(norm_first=False)``: ``x = norm1(x + attn(x))``,
 ``x = norm2(x + mlp(x))``, so ``attention.output.LayerNorm`` is ``norm1`` and
 ``output.LayerNorm`` is ``norm2``. ``{i}`` is the layer index; every torch Linear weight
@@ -120,7 +121,8 @@ def convert_hf_bert_state_dict(sd: dict[str, Any]) -> Converted:
 
     Returns a ``Converted`` (``arrays``, ``origin``, ``unknown`` keys, ``dropped`` keys with
     the reason). Raises ValueError naming the key for an untied MLM decoder, index buffers
-    that are not ``arange`` / zeros, or a layer with only some of query / key / value."""
+    that are not ``arange`` / zeros, or a layer with only some of query / key / value
+    (``load_pretrained`` re-raises it as ``PretrainedLoadError`` naming the family)."""
     plain: dict[str, np.ndarray] = {}
     names: dict[str, str] = {}  # stripped -> original key
     for key, v in sd.items():

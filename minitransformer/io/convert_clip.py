@@ -133,7 +133,8 @@ def convert_openai_clip_state_dict(sd: dict[str, Any]) -> Converted:
     Returns a ``Converted``: ``arrays`` in our layout, ``unknown`` checkpoint keys (no place
     in the model), ``dropped`` (``attn_mask`` after checking it is causal). Raises ValueError
     naming the key for a patch kernel, Linear weight or table of the wrong rank, or an
-    ``attn_mask`` that is not the causal mask."""
+    ``attn_mask`` that is not the causal mask (``load_pretrained`` re-raises it as
+    ``PretrainedLoadError`` naming the family)."""
     sd = {k: np.asarray(v) for k, v in sd.items()}
     mask = sd.pop("attn_mask", None)
     meta = {k: sd.pop(k) for k in OPENAI_METADATA if k in sd}
