@@ -12,8 +12,9 @@ single-process run of the same settings.
 Cases (the recipe settings are ``CASES`` in the test, passed as JSON in ``OUT/cases.json``):
 ``train`` (a fresh run), ``resume`` (2 of the steps, then a resume to the end), ``resume_in``
 (resume a directory the test prepared: refused when another world size wrote it),
-``no_average``, ``no_syncbn``, ``plain_views`` (fresh runs with the gradient averaging, the
-synchronised BatchNorm or the sharded random draws switched off: the deliberate breaks),
+``no_average``, ``no_syncbn``, ``plain_views``, ``local_mean`` (fresh runs with the gradient
+averaging, the synchronised BatchNorm, the sharded random draws or MLM's global token count
+switched off: the deliberate breaks),
 ``build`` (only build the recipe: the refusals).
 """
 
@@ -103,6 +104,17 @@ def run(case: dict) -> dict:
             loop.train(recipe, out, progress=False, log_every=1)
         finally:
             base.ShardedGenerator = wrapper
+    elif kind == "local_mean":  # MLM's per-rank mean over its own masked tokens
+        import types
+
+        from minitransformer.train.recipes import mlm
+
+        real = mlm.distributed
+        mlm.distributed = types.SimpleNamespace(is_distributed=lambda: False)
+        try:
+            loop.train(recipe, out, progress=False, log_every=1)
+        finally:
+            mlm.distributed = real
     elif kind == "no_average":
         dist_average = dist.average_gradients
         dist.average_gradients = lambda params, *a, **k: 0

@@ -15,7 +15,9 @@ in this process, where nothing is distributed:
 - a 2-rank run resumed after 2 of its 3 steps equals the uninterrupted 2-rank run;
 - resuming with another number of ranks is refused, naming both (2 ranks on a 1-process
   checkpoint, and 1 process on a 2-rank one);
-- recipes that cannot train as one process yet (MLM, MIM, DINOv2) and a global batch that the
+- MLM too (its masks drawn per global sample, its loss normalised by the global count of
+  masked tokens, which differs between the shards);
+- recipes that cannot train as one process yet (MIM, DINOv2) and a global batch that the
   ranks do not divide are refused with a message saying why.
 
 **The tests can fail** (``test_deliberate_breaks``): the same cases with one part switched
@@ -23,7 +25,8 @@ off differ from one process by far more than 1e-9 (each checks > 1e-6):
 ``distributed.average_gradients`` a no-op (each rank steps with its own shard's gradient,
 and the ranks drift apart); the DINO head's BatchNorm not synchronised (each rank normalises
 with its shard's statistics); ``ShardedGenerator`` replaced by the plain generator (rank r
-crops its images with the first B/W rows of the random numbers instead of its own).
+crops its images with the first B/W rows of the random numbers instead of its own); MLM's
+loss the mean over the rank's own masked tokens (the shards mask different numbers).
 
 Skipped when mpi4py or ``mpiexec`` is missing (``pip install -e ".[dist]"``).
 """
@@ -73,12 +76,13 @@ CASES: dict[str, dict] = {
     "no_syncbn": dict(recipe="dino", kind="no_syncbn", settings=dict(steps=STEPS, batch_size=8)),
     "plain_views": dict(recipe="supervised", kind="plain_views",
                         settings=dict(steps=STEPS, batch_size=16, augment=True)),
-    "mlm": dict(recipe="mlm", kind="build", settings={}),
+    "mlm": dict(recipe="mlm", kind="train", settings=dict(steps=STEPS, batch_size=8)),
+    "local_mean": dict(recipe="mlm", kind="local_mean", settings=dict(steps=STEPS, batch_size=8)),
     "mim": dict(recipe="mim", kind="build", settings={}),
     "dinov2": dict(recipe="dinov2", kind="build", settings={}),
     "odd_batch": dict(recipe="supervised", kind="build", settings=dict(batch_size=15)),
 }
-EQUIVALENT = ["supervised", "clip", "dino"]
+EQUIVALENT = ["supervised", "clip", "dino", "mlm"]
 
 
 def _mpiexec() -> str | None:
@@ -254,7 +258,7 @@ def test_resume_with_another_world_size_is_refused(run, tmp_path):
         _one_process(CASES["supervised"], copy, resume=True)
 
 
-@pytest.mark.parametrize("name", ["no_average", "no_syncbn", "plain_views"])
+@pytest.mark.parametrize("name", ["no_average", "no_syncbn", "plain_views", "local_mean"])
 def test_deliberate_breaks(run, tmp_path, name):
     """Each part switched off makes the 2-rank run differ from one process."""
     out, reports = run
@@ -263,14 +267,14 @@ def test_deliberate_breaks(run, tmp_path, name):
     (a2, _), (a1, _) = _final(out / name), _final(tmp_path / "one")
     diff, _ = _state_diff(a2, a1, skip=True)
     assert diff > 1e-6
-    if name == "plain_views":
+    if name in ("plain_views", "local_mean"):
         assert both[1]["state_diff_to_rank0"] == 0.0  # still one model, but another one
     else:  # the ranks no longer hold one model (their weights, or BatchNorm's running stats)
         assert both[1]["state_diff_to_rank0"] > 1e-6
 
 
 @pytest.mark.parametrize("name, words", [
-    ("mlm", "masked tokens"), ("mim", "masked patches"), ("dinov2", "iBOT"),
+    ("mim", "masked patches"), ("dinov2", "iBOT"),
     ("odd_batch", "batch_size=15 (the global batch) must be a multiple of the number of "
                   "ranks, 2"),
 ])
@@ -288,7 +292,7 @@ def test_single_process_refuses_nothing():
     """In one process nothing is refused (the checks are for W > 1 only)."""
     from minitransformer.train.recipes import recipe_class
 
-    for name in ("mlm", "mim", "dinov2", "supervised"):
+    for name in ("mim", "dinov2", "supervised"):
         cls = recipe_class(name)
         assert cls.distributed_problem(cls.make_config("tiny", batch_size=15)) is None
 

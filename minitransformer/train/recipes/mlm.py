@@ -8,6 +8,14 @@ The MLM head is BERT's (dense + GELU + LayerNorm, output tied to the token embed
 bias) and, as BERT's ``gather_indexes``, runs only on the masked positions: the logits of the
 others never enter the loss, and skipping them saves most of the (B, T, V) product.
 
+Over W ranks (``mpiexec``) each rank masks its shard of the global batch with the random
+numbers of its rows (``ShardedGenerator``: the masks of one process) and divides its sum of
+token losses by the global batch's count of masked tokens (one all-reduce of one integer on
+the host per step), times W: $L_r = W \\sum_{i \\in M_r} \\ell_i / |M|$, so the mean over
+ranks, which gradient averaging and the logged loss take, is the one-process loss
+$\\sum_{i \\in M} \\ell_i / |M|$ although the ranks mask different numbers of tokens (the
+mean of per-rank means would weight a token of a shard with few masks more).
+
 Evaluation: masked-token accuracy on the held-out 10% of the sequences, masked with a fixed
 generator, beside the unigram baseline (always predict the most frequent training token).
 """
@@ -19,6 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ... import distributed
 from ... import functional as F
 from ...autograd import no_grad
 from ...data import Tokenizer, load_corpus, make_sequences
@@ -108,11 +117,6 @@ class MLMRecipe(BaseRecipe):
     name = "mlm"
     description = "BERT masked language model on CPython's pydoc text (masked-token accuracy)"
     Config = MLMConfig
-    DISTRIBUTED_UNSUPPORTED = (
-        "the loss is a mean over the masked tokens of the batch, whose count differs between "
-        "shards, so the mean of the ranks' losses is not the global batch's; it needs the "
-        "masks drawn per global sample (ShardedGenerator) and the loss normalised by the "
-        "all-reduced count of masked tokens")
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(steps=6, batch_size=8, seq_len=16, dim=16, depth=1, num_heads=2,
                      max_vocab=300, lr=3e-3, eval_size=32),
@@ -168,14 +172,22 @@ class MLMRecipe(BaseRecipe):
     def train_step(self, step: int) -> dict[str, Any]:
         with F.use_data_checks(False):  # the data was validated once (validate_data)
             self.model.train()
-            idx = self.draw_indices(len(self.train_seqs))
-            inputs, labels, positions = self.mask(self.train_seqs[idx], self.step_rng())
-            logits, target = self.model(inputs, labels, positions)  # (M, V), (M,)
-            loss = mlm_loss(logits, target)
+            idx, rng = self.draw_shard(len(self.train_seqs))  # this rank's sequences
+            inputs, labels, positions = self.mask(self.train_seqs[idx], rng)
+            logits, target = self.model(inputs, labels, positions)  # (M_r, V), (M_r,)
+            loss = mlm_loss(logits, target)  # the mean over this rank's M_r masked tokens
+            m_rank = int(target.shape[0])  # known on the host (the positions were made there)
+            many = distributed.is_distributed()
+            if many:  # L_r = W sum_r / |M|: the mean over ranks is the global batch's L
+                w = distributed.world_size()
+                m_all = int(distributed.all_reduce(np.array([m_rank], dtype=np.int64),
+                                                   check=False)[0])
+                loss = loss * (w * m_rank / max(m_all, 1))
             out = self.optimizer_step(loss, step)
             hits = (logits.data.argmax(-1) == target).sum()
-            # a device scalar, read when the loop logs; 0 when nothing was masked
-            out["masked_acc"] = hits / max(int(target.shape[0]), 1)
+            # a device scalar, read when the loop logs; 0 when nothing was masked (over W ranks
+            # scaled so that the mean over ranks is hits / |M| of the global batch)
+            out["masked_acc"] = hits * (w / max(m_all, 1)) if many else hits / max(m_rank, 1)
             return out
 
     def evaluate(self) -> dict[str, float]:
