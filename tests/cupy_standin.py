@@ -11,22 +11,44 @@ What it imitates (where the package can go wrong on a GPU):
 - **No implicit host conversion.** ``np.asarray(x)``, ``np.array([x, x])`` and NumPy calls
   on a device array raise CuPy's TypeError; ``x.get()`` and ``asnumpy(x)`` are the only ways
   to the host.
-- **No NumPy operands.** Module functions, ufuncs and array operators refuse NumPy arrays as
-  CuPy does (TypeError); Python and NumPy scalars are accepted (CuPy passes them to the
-  kernel as arguments: no copy). ``array``/``asarray`` copy host data to the device; index
-  arrays and assigned values may be NumPy arrays or lists (CuPy copies them).
+- **No NumPy operands, no lists.** Module functions, ufuncs and array operators refuse NumPy
+  arrays as CuPy does (TypeError); Python and NumPy scalars are accepted (CuPy passes them to
+  the kernel as arguments: no copy). Python lists and tuples are refused where CuPy wants an
+  array: as a ufunc's operand (``maximum``, ``add``, ``matmul``, ...: CuPy's
+  ``_preprocess_args`` takes only arrays and scalars), in ``where``/``clip``, inside
+  ``concatenate``/``stack``/... ("Only cupy arrays can be concatenated"), and as the array
+  argument of other functions (``cupy.sum([x, x])``: CuPy calls ``a.sum``). The one
+  exception CuPy makes: a comparison operator with a 0-d NumPy array (``x < np.array(1.0)``)
+  reads it as a scalar (``ndarray.__richcmp__`` in cupy/_core/core.pyx, and
+  ``__array_ufunc__``'s workaround for numpy/numpy#12142 when NumPy dispatches
+  ``np.less(x, np.array(1.0))``); ``cupy.less(x, np.array(1.0))`` and ``x + np.array(1.0)``
+  are refused. ``array``/``asarray`` copy host data to the device; index arrays and assigned
+  values may be NumPy arrays or lists (CuPy copies them). ``repeat`` refuses a device array
+  of repeats (ValueError), as CuPy's ``_repeat`` does.
 - **Reductions and indexing return 0-d device arrays**, never NumPy scalars.
 - **``random``** has only what ``cupy.random`` has: ``default_rng`` gives a ``Generator``
   with CuPy's methods (no ``permutation``, ``choice``, ``shuffle``, ``permuted``, ``normal``).
 - **Transfers are counted, per direction.** Device to host (``"to_host"``): ``.get()``,
   ``.item()``, ``.tolist()``, ``.tobytes()``, ``float()``, ``int()``, ``bool()``,
   ``complex()``, ``operator.index()``, printing (``repr``/``str``/``format``) and
-  ``asnumpy``: each is a wait for the GPU. Host to device (``"to_device"``): ``array`` and
-  ``asarray`` of host data (NumPy arrays, lists, Python or NumPy scalars), ``.set()``, and
-  NumPy arrays or lists used as an index or as assigned values: each is a copy (and a
-  synchronising one from pageable memory). Scalars passed to ufuncs, operators and ``where``
-  are kernel arguments and are not counted; neither is anything made on the device
-  (``zeros``, ``ones``, ``arange``, ...). The API, for tests::
+  ``asnumpy``: each is a wait for the GPU. So is every **data-dependent shape**
+  (``"size_from_data"``): CuPy reads a count back to the host to allocate the result of a
+  boolean-mask read or assignment (``x[m]``, ``x[m] = v``: ``n_true = int(mask_scanned[-1])``
+  in ``_prepare_mask_indexing_single``, cupy/_core/_routines_indexing.pyx; one per non-empty
+  boolean array in the index), of ``nonzero``, ``flatnonzero``, ``argwhere``, one-argument
+  ``where``, ``extract`` and ``compress`` (one each, for a non-empty input), ``unique`` (one,
+  plus one each for ``return_index`` and ``return_counts``) and ``bincount`` (two, with or
+  without ``minlength``: its non-negativity check and ``int(cupy.max(x))``, cupy/_statistics/
+  histogram.py). Host to device (``"to_device"``): ``array`` and ``asarray`` of host data
+  (NumPy arrays, lists, Python or NumPy scalars), ``.set()``, NumPy arrays or lists used as
+  an index or as assigned values, and a scalar assigned through an array index
+  (``x[m] = 0.0``: CuPy makes it a 0-d device array first). None of these waits for the GPU:
+  CuPy stages pageable host data through a pinned buffer and copies it with
+  ``copy_from_host_async`` (``_array_default`` in cupy/_core/core.pyx; a 0-d value is written
+  by a fill kernel), but each allocates device memory and enqueues work on every call, which
+  is why the counter reports them. Scalars passed to ufuncs, operators and ``where`` are
+  kernel arguments and are not counted; neither is anything made on the device (``zeros``,
+  ``ones``, ``arange``, ...). The API, for tests::
 
       with cupy_standin.counting() as c:     # counts what the block does
           step()
@@ -102,8 +124,9 @@ DIRECTIONS = ("to_host", "to_device")
 _counters: dict[str, Counter] = {d: Counter() for d in DIRECTIONS}
 
 
-def _count(kind: str, direction: str = "to_host") -> None:
-    _counters[direction][kind] += 1
+def _count(kind: str, direction: str = "to_host", n: int = 1) -> None:
+    if n:
+        _counters[direction][kind] += n
 
 
 def _direction(direction: str) -> Counter:
@@ -121,8 +144,8 @@ def transfers(direction: str = "to_host") -> int:
 
 def transfer_counts(direction: str = "to_host") -> dict[str, int]:
     """The transfers in ``direction`` by kind: ``"get"``, ``"item"``, ``"float"``,
-    ``"bool"``, ... to the host; ``"array"``, ``"asarray"``, ``"set"``, ``"index"``,
-    ``"setitem"`` to the device."""
+    ``"bool"``, ``"size_from_data"``, ... to the host; ``"array"``, ``"asarray"``, ``"set"``,
+    ``"index"``, ``"setitem"`` to the device."""
     return dict(_direction(direction))
 
 
@@ -248,6 +271,30 @@ def _has_host_index(key: Any) -> bool:
     return any(isinstance(k, (np.ndarray, list)) for k in parts)
 
 
+def _index_parts(key: Any) -> tuple:
+    return key if isinstance(key, tuple) else (key,)
+
+
+def _mask_reads(key: Any) -> int:
+    """Reads of a boolean-mask index: one per non-empty boolean array (device or host, or a
+    list of bools) of at least one dimension in it. CuPy counts the mask's True entries on the
+    device and reads the count back to size the result (``_prepare_mask_indexing_single``;
+    with other indices beside it, the mask goes through ``nonzero``, which reads too)."""
+    n = 0
+    for k in _index_parts(key):
+        a = k._a if isinstance(k, ndarray) else k
+        if isinstance(a, list):
+            a = np.asarray(a)
+        if isinstance(a, np.ndarray) and a.dtype == bool and a.ndim > 0 and a.size > 0:
+            n += 1
+    return n
+
+
+def _is_array_index(key: Any) -> bool:
+    """An index with an array (device, NumPy, or a list) in it: advanced indexing."""
+    return any(isinstance(k, (ndarray, np.ndarray, list)) for k in _index_parts(key))
+
+
 # --------------------------------------------------------------------------------------------
 # Type promotion of scalars: CuPy 13 (value-based) or CuPy 14 (NumPy 2's NEP 50)
 # --------------------------------------------------------------------------------------------
@@ -323,6 +370,45 @@ def _promote_scalars(inputs: tuple) -> tuple:
 
 
 _PROMOTING = frozenset({"where", "clip"})  # CuPy implements these as ufuncs too
+
+
+# --------------------------------------------------------------------------------------------
+# Data-dependent shapes: the reads CuPy makes to size a result
+# --------------------------------------------------------------------------------------------
+def _size(obj: Any) -> int:
+    a = obj._a if isinstance(obj, ndarray) else obj
+    return int(np.size(a)) if isinstance(a, (np.ndarray, list, tuple)) else 1
+
+
+def _arg(args: tuple, kwargs: dict, i: int, name: str) -> Any:
+    return args[i] if len(args) > i else kwargs.get(name)
+
+
+def _data_dependent(name: str, args: tuple, kwargs: dict, method: bool = False) -> None:
+    """Count the device-to-host reads CuPy makes to size the result of ``name`` called with
+    ``args`` (the array first, for methods too), and refuse what CuPy refuses there."""
+    if name == "repeat":
+        if isinstance(_arg(args, kwargs, 1, "repeats"), ndarray):
+            # cupy/_core/_routines_manipulation.pyx, _repeat
+            raise ValueError("cupy.ndaray cannot be specified as `repeats` argument.")
+        return
+    reads = 0
+    if name in ("nonzero", "flatnonzero", "argwhere"):
+        reads = _size(_arg(args, kwargs, 0, "a")) > 0
+    elif name == "where":  # the one-argument form is nonzero
+        if _arg(args, kwargs, 1, "x") is None and _arg(args, kwargs, 2, "y") is None:
+            reads = _size(_arg(args, kwargs, 0, "condition")) > 0
+    elif name in ("compress", "extract"):  # compress(condition, a), a.compress(condition)
+        cond = _arg(args, kwargs, 1, "condition") if method else \
+            _arg(args, kwargs, 0, "condition")
+        reads = _size(cond) > 0
+    elif name == "unique":
+        if _size(_arg(args, kwargs, 0, "ar")) > 0:
+            reads = 1 + bool(_arg(args, kwargs, 1, "return_index")) \
+                + bool(_arg(args, kwargs, 3, "return_counts"))
+    elif name == "bincount":
+        reads = 2  # (x < 0).any() and int(cupy.max(x)), minlength or not
+    _count("size_from_data", n=int(reads))
 _COMPARISONS = frozenset({"greater", "greater_equal", "less", "less_equal", "equal",
                           "not_equal"})
 
@@ -331,7 +417,7 @@ _COMPARISONS = frozenset({"greater", "greater_equal", "less", "less_equal", "equ
 # The array
 # --------------------------------------------------------------------------------------------
 _METHODS = frozenset("""
-all any argmax argmin argpartition argsort astype clip conj conjugate copy cumprod cumsum
+all any argmax argmin argpartition argsort astype clip compress conj conjugate copy cumprod cumsum
 diagonal dot fill flatten max mean min nonzero partition prod put ravel repeat reshape round
 sort squeeze std sum swapaxes take trace transpose var view
 """.split())
@@ -396,6 +482,7 @@ class ndarray:  # noqa: N801 - CuPy's name
         method = getattr(self._a, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            _data_dependent(name, (self, *args), kwargs, method=True)
             return _call(method, args, kwargs, f"cupy.ndarray.{name}")
 
         return call
@@ -410,12 +497,18 @@ class ndarray:  # noqa: N801 - CuPy's name
     def __getitem__(self, key: Any) -> ndarray:
         if _has_host_index(key):
             _count("index", "to_device")
+        _count("size_from_data", n=_mask_reads(key))
         return _wrap(self._a[_unwrap_host_ok(key)])
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if _has_host_index(key):
             _count("index", "to_device")
+        _count("size_from_data", n=_mask_reads(key))
         if isinstance(value, (np.ndarray, list, tuple)) and _has_host_data(value):
+            _count("setitem", "to_device")
+        elif (isinstance(value, _SCALARS) and _is_array_index(key)
+              and self._a[_unwrap_host_ok(key)].size):
+            # CuPy's _scatter_op_single / _scatter_op_mask_single: core.array(value) first
             _count("setitem", "to_device")
         self._a[_unwrap_host_ok(key)] = _unwrap_host_ok(value)
 
@@ -591,10 +684,46 @@ _PASS_THROUGH = {"dtype", "finfo", "iinfo", "can_cast", "promote_types", "isscal
                  "issubdtype", "ndindex", "errstate"}
 
 
+# take a sequence of device arrays (CuPy: "Only cupy arrays can be concatenated")
+_SEQUENCE_OF_ARRAYS = frozenset({"concatenate", "stack", "vstack", "hstack", "dstack",
+                                 "column_stack", "row_stack"})
+# whose first argument is not an array (or is a sequence of arrays CuPy takes as such)
+_FIRST_NOT_AN_ARRAY = frozenset({"einsum", "einsum_path", "ravel_multi_index", "result_type",
+                                 "ix_", "broadcast_shapes", "block"})
+
+
+def _refuse_list(a: Any, where: str) -> None:
+    if isinstance(a, (list, tuple)):
+        raise TypeError(f"Unsupported type {type(a)} ({where}: a Python sequence where CuPy "
+                        f"needs a cupy.ndarray or a scalar; make it with cupy.asarray first)")
+
+
+def _check_operands(func: Any, name: str, args: tuple, kwargs: dict) -> None:
+    """Refuse Python lists and tuples where CuPy refuses them (see the module docstring)."""
+    where = f"cupy.{name}"
+    if isinstance(func, np.ufunc) or name in _PROMOTING:
+        n_in = func.nin if isinstance(func, np.ufunc) else 3
+        for a in args[:n_in]:
+            _refuse_list(a, where)
+        for key in ("x", "y", "condition", "a_min", "a_max", "min", "max"):
+            _refuse_list(kwargs.get(key), where)
+    elif name in _SEQUENCE_OF_ARRAYS:
+        for a in (args[0] if args else kwargs.get("tup", ())):
+            if isinstance(a, np.ndarray):
+                _refuse_host(a, where)
+            if not isinstance(a, ndarray):
+                raise TypeError(f"Only cupy arrays can be concatenated ({where}: got "
+                                f"{type(a)})")
+    elif name.rsplit(".", 1)[-1] not in _FIRST_NOT_AN_ARRAY:
+        _refuse_list(args[0] if args else kwargs.get("a"), where)
+
+
 def _function(func: Any, name: str) -> Any:
     promotes = isinstance(func, np.ufunc) or name in _PROMOTING
 
     def device_function(*args: Any, **kwargs: Any) -> Any:
+        _check_operands(func, name, args, kwargs)
+        _data_dependent(name, args, kwargs)
         if promotes and "dtype" not in kwargs:
             args = _promote_scalars(args)
         return _call(func, args, kwargs, f"cupy.{name}")

@@ -130,7 +130,7 @@ def test_device_work_is_not_counted():
     cp.reset_transfers()
     a = cp.asarray(np.arange(12.0).reshape(3, 4))  # host to device: one copy, no read
     b = (cp.exp(a) @ a.T).sum(axis=0) / 3.0
-    b[b > 1] = 0.0
+    b = cp.where(b > 1, 0.0, b)  # the masked dense form of b[b > 1] = 0.0
     b = cp.where(b > 0.5, b * 2, 1.5) + cp.zeros(3) + cp.arange(3)
     assert b.shape == (3,) and cp.transfers() == 0
     assert cp.transfers("to_device") == 1 and cp.transfer_counts("to_device") == {"asarray": 1}
@@ -155,9 +155,116 @@ def test_scalar_operands_and_device_arrays_are_not_copies():
     d = cp.arange(4.0)
     cp.reset_transfers()
     _ = (d * 2.0 + 1, d ** np.float64(2), cp.maximum(d, 0.5), cp.where(d > 1, d, 0.0),
-         cp.array([d, d]), cp.asarray(d), cp.asarray(d, dtype=np.float32), d[d > 1], d[1:3])
-    d[d > 2] = 0.0
+         cp.array([d, d]), cp.asarray(d), cp.asarray(d, dtype=np.float32), d[1:3],
+         d[cp.arange(2)], cp.count_nonzero(d > 1), (d > 1).sum())
+    d[1:3] = 0.0
+    d[...] = cp.maximum(d, 1.0)
     assert cp.transfers("to_device") == 0 and cp.transfers() == 0
+
+
+# what each data-dependent shape costs on CuPy (cupy/_core/_routines_indexing.pyx,
+# _prepare_mask_indexing_single and _ndarray_argwhere; cupy/_manipulation/add_remove.py,
+# _unique_1d; cupy/_statistics/histogram.py, bincount): reads to the host, copies to the device
+_SIZE_FROM_DATA = {
+    "mask-read": (lambda d, m, i: d[m], 1, 0),
+    "mask-read-2d-beside-an-index": (lambda d, m, i: d.reshape(2, 3)[m[:2], 1:], 1, 0),
+    "mask-assign-scalar": (lambda d, m, i: d.__setitem__(m, 0.0), 1, 1),
+    "mask-assign-device": (lambda d, m, i: d.__setitem__(m, d[m] * 2), 2, 0),
+    "mask-assign-nothing-true": (lambda d, m, i: d.__setitem__(d > 1e30, 0.0), 1, 0),
+    "nonzero": (lambda d, m, i: cp.nonzero(m), 1, 0),
+    "nonzero-method": (lambda d, m, i: m.nonzero(), 1, 0),
+    "flatnonzero": (lambda d, m, i: cp.flatnonzero(d), 1, 0),
+    "argwhere": (lambda d, m, i: cp.argwhere(m), 1, 0),
+    "where-one-argument": (lambda d, m, i: cp.where(m), 1, 0),
+    "unique": (lambda d, m, i: cp.unique(i), 1, 0),
+    "unique-index-counts": (lambda d, m, i: cp.unique(i, return_index=True,
+                                                      return_counts=True), 3, 0),
+    "compress": (lambda d, m, i: cp.compress(m, d), 1, 0),
+    "compress-method": (lambda d, m, i: d.compress(m), 1, 0),
+    "extract": (lambda d, m, i: cp.extract(m, d), 1, 0),
+    "bincount": (lambda d, m, i: cp.bincount(i), 2, 0),
+    "bincount-minlength": (lambda d, m, i: cp.bincount(i, minlength=9), 2, 0),
+    "empty-mask": (lambda d, m, i: d[:0][m[:0]], 0, 0),
+    "empty-nonzero": (lambda d, m, i: cp.nonzero(m[:0]), 0, 0),
+}
+
+
+@pytest.mark.parametrize(("op", "reads", "copies"), list(_SIZE_FROM_DATA.values()),
+                         ids=list(_SIZE_FROM_DATA))
+def test_data_dependent_shapes_are_counted_as_reads(op, reads, copies):
+    """CuPy reads a count back to the host to allocate these results: a wait for the GPU
+    like ``.item()``, counted as ``"size_from_data"`` by every counter."""
+    d = cp.arange(6.0)
+    m, i = d > 2.5, cp.asarray(np.array([3, 1, 3, 0, 7, 1]))
+    with cp.counting() as c:
+        op(d, m, i)
+    assert c.to_host == reads and c.kinds("to_host") == ({"size_from_data": reads} if reads
+                                                         else {}), c.kinds()
+    assert c.to_device == copies, c.kinds()
+
+
+def test_device_repeats_are_refused_as_by_cupy():
+    d = cp.arange(3.0)
+    np.testing.assert_array_equal(cp.repeat(d, [1, 0, 2]).get(), [0.0, 2.0, 2.0])
+    for repeat in (lambda r: cp.repeat(d, r), lambda r: d.repeat(r)):
+        with pytest.raises(ValueError, match="cannot be specified as `repeats`"):
+            repeat(cp.asarray(np.array([1, 0, 2])))
+
+
+# ------------------------------------------------------------------ lists, as CuPy takes them
+@pytest.mark.parametrize("op", [
+    lambda x: cp.maximum([0.0, 1.0, 2.0], x), lambda x: cp.add(x, [1.0, 1.0, 1.0]),
+    lambda x: cp.where(x > 0, [1.0, 2.0, 3.0], x), lambda x: cp.where([True, False, True], x, x),
+    lambda x: cp.matmul(x, [1.0, 2.0, 3.0]), lambda x: cp.clip(x, [0.0] * 3, 1.0),
+    lambda x: cp.exp([1.0]), lambda x: x + [1.0, 1.0, 1.0], lambda x: [1.0, 1.0, 1.0] * x,
+    lambda x: x < [1.0, 1.0, 1.0],
+], ids=["maximum", "add", "where-x", "where-condition", "matmul", "clip", "exp", "d+list",
+        "list*d", "d<list"])
+def test_lists_are_refused_as_ufunc_operands(op):
+    """CuPy's ufuncs take arrays and scalars only (``_preprocess_args`` in
+    cupy/_core/_kernel.pyx makes anything else a CScalar, which refuses it)."""
+    with pytest.raises(TypeError, match=r"Unsupported type <class 'list'>|NotImplemented"):
+        op(cp.arange(3.0))
+
+
+@pytest.mark.parametrize(("op", "message"), [
+    (lambda x: cp.concatenate([x, [1.0]]), "Only cupy arrays can be concatenated"),
+    (lambda x: cp.stack([x, 1.0]), "Only cupy arrays can be concatenated"),
+    (lambda x: cp.sum([x, x]), r"Unsupported type <class 'list'>"),
+    (lambda x: cp.mean((x, x)), r"Unsupported type <class 'tuple'>"),
+    (lambda x: cp.linalg.norm([1.0, 2.0]), r"Unsupported type <class 'list'>"),
+], ids=["concatenate", "stack", "sum", "mean", "linalg.norm"])
+def test_lists_are_refused_as_arrays(op, message):
+    """``cupy.concatenate`` checks every entry is a cupy.ndarray; ``cupy.sum(a)`` calls
+    ``a.sum`` (a list has none)."""
+    with pytest.raises(TypeError, match=message):
+        op(cp.arange(3.0))
+
+
+def test_sequences_cupy_takes_are_accepted():
+    """Shapes, axes, pad widths, sequences of device arrays and host data in constructors
+    and indices stay accepted."""
+    x = cp.arange(6.0).reshape(2, 3)
+    assert cp.transpose(x, (1, 0)).shape == (3, 2) and cp.reshape(x, [3, 2]).shape == (3, 2)
+    assert cp.sum(x, axis=(0, 1)).get() == 15.0 and cp.pad(x, [(1, 1), (0, 0)]).shape == (4, 3)
+    assert cp.concatenate((x, x)).shape == (4, 3) and cp.stack([x, x]).shape == (2, 2, 3)
+    assert float(cp.einsum("ij,ij->", x, x)) == 55.0
+    assert cp.array([[1.0, 2.0]]).shape == (1, 2) and x[[1, 0], [0, 0]].shape == (2,)
+
+
+def test_a_comparison_reads_a_0d_numpy_array_as_a_scalar_as_cupy_does():
+    """CuPy's ``ndarray.__richcmp__`` turns a 0-d NumPy ``other`` into ``other.item()``, and
+    its ``__array_ufunc__`` does the same for NumPy's comparison ufuncs (numpy/numpy#12142),
+    so both are accepted (cupy/_core/core.pyx); CuPy's own ``cupy.less`` and the arithmetic
+    operators refuse the NumPy array, as does a comparison with an n-d one."""
+    x = cp.arange(3.0)
+    np.testing.assert_array_equal((x < np.array(1.0)).get(), [True, False, False])
+    np.testing.assert_array_equal(np.less(x, np.array(1.0)).get(), [True, False, False])
+    np.testing.assert_array_equal((np.array(1.0) < x).get(), [False, False, True])
+    for op in (lambda: cp.less(x, np.array(1.0)), lambda: x + np.array(1.0),
+               lambda: x < np.array([1.0, 1.0, 1.0])):
+        with pytest.raises(TypeError, match=r"Unsupported type <class 'numpy\.ndarray'>"):
+            op()
 
 
 def test_counting_counts_a_block_in_both_directions_and_nests():

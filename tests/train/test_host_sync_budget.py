@@ -2,15 +2,16 @@
 every recipe, at most one device-to-host transfer per logging interval.
 
 Counted with the CuPy stand-in's transfer counter (tests/cupy_standin.py: every ``.get()``,
-``.item()``, ``float()``, ``bool()``, ``int()``, ``.tolist()`` and print of a device array),
-so these tests run in the cuda half: ``pytest --cupy-standin -k cuda``. Each recipe's tiny
-preset trains through ``train()`` itself (the loop, its logging and its checks included);
-the counter is read when ``train_step`` is entered, so the window of K steps after W warm-up
-steps holds exactly those steps' work and the loop's reads after each of them.
-
-Data-dependent shapes (``nonzero``, boolean-mask indexing, ...) are synchronisations too on a
-GPU (CuPy reads the result's size back), which the counter cannot see: the window is also
-watched for them, and must have none.
+``.item()``, ``float()``, ``bool()``, ``int()``, ``.tolist()`` and print of a device array,
+and every data-dependent shape, ``nonzero``, boolean-mask indexing and the like, for which
+CuPy reads a count back to size the result: kind ``"size_from_data"``), so these tests run in
+the cuda half: ``pytest --cupy-standin -m gpu``. Each recipe's tiny preset trains through
+``train()`` itself (the loop, its logging and its checks included); the counter is read when
+``train_step`` is entered, so the window of K steps after W warm-up steps holds exactly those
+steps' work and the loop's reads after each of them. The window must also hold no
+data-dependent shape at all (masked dense computations instead), whatever the budget;
+``test_an_injected_data_dependent_shape_breaks_the_budget`` shows both checks fail when one
+is put into a step.
 
 Checkpoints and evaluations: ``test_budget_per_logging_interval`` runs without them (no
 ``save_every``, no ``eval_every``; the final save and evaluation come after the window);
@@ -40,10 +41,6 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 W, K, L = 3, 6, 3  # warm-up steps, counted steps, logging interval (W and K multiples of L)
 
-# Calls whose result's shape depends on the data: CuPy must read a count back to the host to
-# allocate it (an implicit synchronisation the stand-in's transfer counter does not see, since
-# NumPy computes it in place). Boolean-mask indexing is one too.
-SIZE_FROM_DATA = ("nonzero", "flatnonzero", "argwhere", "unique", "compress", "extract")
 
 
 def standin() -> Any:
@@ -52,35 +49,23 @@ def standin() -> Any:
     return cp if getattr(cp, "IS_STANDIN", False) else None
 
 
-def count_steps(case: str, out_dir: Any, save_and_eval: bool = False) -> dict[str, Any]:
-    """Train ``case`` for W + K + 1 steps on the stand-in, logging every L steps; return the
-    transfers made from entering step W to entering step W + K (``window``), those made
-    inside checkpoint saves and evaluations in that window (``excluded``) and their kinds."""
+def count_steps(case: str, out_dir: Any, save_and_eval: bool = False,
+                recipe: Any = None) -> dict[str, Any]:
+    """Train ``case`` (or ``recipe``, made for it) for W + K + 1 steps on the stand-in,
+    logging every L steps; return the transfers made from entering step W to entering step
+    W + K (``window``), those made inside checkpoint saves and evaluations in that window
+    (``excluded``), the window's transfers by kind (``kinds``) and its data-dependent shapes
+    (``shapes``: the ``"size_from_data"`` reads among them)."""
     cp = standin()
-    name = case.split("-")[0]
-    preset, overrides = CASES[case]
-    recipe = make_recipe(name, preset=preset, device="cuda", steps=W + K + 1, **overrides)
+    if recipe is None:
+        recipe = make_recipe_for(case)
     marks: dict[int, int] = {}
     excluded = {"save": 0, "evaluate": 0}
     kinds: dict[str, int] = {}
-    shapes: list[str] = []  # data-dependent shapes met inside the window
     inner_step = recipe.train_step
-    call, getitem = cp._call, cp.ndarray.__getitem__
 
     def in_window() -> bool:
         return len(marks) - 1 in range(W, W + K)
-
-    def watched_call(func: Any, args: tuple, kwargs: dict, where: str) -> Any:
-        if in_window() and where.rsplit(".", 1)[-1] in SIZE_FROM_DATA:
-            shapes.append(where)
-        return call(func, args, kwargs, where)
-
-    def watched_getitem(self: Any, key: Any) -> Any:
-        parts = key if isinstance(key, tuple) else (key,)
-        if in_window() and any(getattr(getattr(k, "dtype", None), "kind", "") == "b"
-                               and getattr(k, "ndim", 0) > 0 for k in parts):
-            shapes.append("boolean-mask indexing")
-        return getitem(self, key)
 
     def train_step(step: int) -> Any:
         marks[step] = cp.transfers()
@@ -106,17 +91,23 @@ def count_steps(case: str, out_dir: Any, save_and_eval: bool = False) -> dict[st
     if save_and_eval:
         recipe.evaluate = counted("evaluate", recipe.evaluate)
         loop._save = counted("save", save)
-    cp._call, cp.ndarray.__getitem__ = watched_call, watched_getitem
     try:
         cp.reset_transfers()
         train(recipe, out_dir, log_every=L, progress=False,
               save_every=L if save_and_eval else 0, eval_every=L if save_and_eval else 0)
     finally:
         loop._save = save
-        cp._call, cp.ndarray.__getitem__ = call, getitem
     window = marks[W + K] - marks[W]
-    return {"window": window, "excluded": excluded, "shapes": shapes,
-            "kinds": {k: v for k, v in kinds.items() if v}}
+    kinds = {k: v for k, v in kinds.items() if v}
+    return {"window": window, "excluded": excluded, "kinds": kinds,
+            "shapes": kinds.get("size_from_data", 0)}
+
+
+def make_recipe_for(case: str) -> Any:
+    """``case``'s recipe on the cuda device, for W + K + 1 steps."""
+    preset, overrides = CASES[case]
+    return make_recipe(case.split("-")[0], preset=preset, device="cuda", steps=W + K + 1,
+                       **overrides)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -128,7 +119,44 @@ def test_budget_per_logging_interval(case, device, tmp_path):
     assert res["window"] <= K // L, (
         f"{case}: {res['window']} device-to-host transfers in {K} steps logged every {L} "
         f"(budget {K // L}); by kind: {res['kinds']}")
-    assert res["shapes"] == [], f"{case}: data-dependent shapes on the device: {res['shapes']}"
+    assert res["shapes"] == 0, f"{case}: data-dependent shapes on the device: {res['kinds']}"
+
+
+# what a step must not do: a boolean-mask assignment (gradients above a bound zeroed in place)
+# and a one-argument where (the indices of the masked entries)
+INJECTED = {
+    "mask-assignment": lambda xp, g: g.__setitem__(g > 1e30, 0),
+    "where-indices": lambda xp, g: xp.where(g > 0)[0],
+}
+
+
+@pytest.mark.parametrize("inject", list(INJECTED))
+def test_an_injected_data_dependent_shape_breaks_the_budget(inject, device, tmp_path,
+                                                             monkeypatch):
+    """Both checks of ``test_budget_per_logging_interval`` can fail: one data-dependent shape
+    per parameter, put into the supervised recipe's optimizer step, is counted by the
+    stand-in (one read each, although no mask entry is True for ``_g > 1e30``) and takes the
+    window far over its budget."""
+    if device != "cuda" or standin() is None:
+        pytest.skip("counted on the CuPy stand-in (pytest --cupy-standin)")
+    recipe = make_recipe_for("supervised")
+    inner = recipe.optimizer_step
+    params = [p for g in recipe.optimizer.param_groups for p in g["params"]]
+
+    def optimizer_step(loss: Any, step: int, before_step: Any = None, **kwargs: Any) -> Any:
+        def before() -> None:  # after backward and clipping, before the AdamW update
+            for p in params:
+                _g = p.grad  # a device array
+                INJECTED[inject](mt.backend.get_array_module(_g), _g)
+            if before_step is not None:
+                before_step()
+
+        return inner(loss, step, before_step=before, **kwargs)
+
+    monkeypatch.setattr(recipe, "optimizer_step", optimizer_step)
+    res = count_steps("supervised", tmp_path, recipe=recipe)
+    assert res["shapes"] == K * len(params), res["kinds"]
+    assert res["window"] > K // L, res
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -173,4 +201,4 @@ if __name__ == "__main__":  # the counts, for a report: python -m tests.train.te
         with tempfile.TemporaryDirectory() as d:
             r = count_steps(c, d)
         print(f"{c:11s} {r['window']:4d} transfers in {K} steps (budget {K // L})  {r['kinds']}"
-              f"  data-dependent shapes: {len(r['shapes'])}")
+              f"  data-dependent shapes: {r['shapes']}")
