@@ -35,8 +35,9 @@ def test_help_works_without_a_gpu_and_names_every_step_with_its_limit():
     assert r.returncode == 0, r.stderr
     for i, step in enumerate(STEPS, 1):
         assert f"{i}. {step} (at most " in r.stdout, step
-    for what in ("-k cuda", "--device cuda", "--preset gpu", "MINITRANSFORMER_DEVICE=cuda",
-                 "8 minutes", "report.json", "bench/host_sync.py", "--log-every 1,10"):
+    for what in ('-m "gpu and not slow"', "--device cuda", "--preset gpu",
+                 "MINITRANSFORMER_DEVICE=cuda", "8 minutes", "report.json", "bench/host_sync.py",
+                 "--log-every 1,10", "notebooks run in their own step"):
         assert what in r.stdout, what
 
 
@@ -83,6 +84,34 @@ def test_standin_quick_run_writes_a_report_with_every_step(tmp_path):
     assert report["steps"]["notebooks"]["passed"] == report["steps"]["notebooks"]["total"] >= 1
     for step in STEPS:  # the table has a row per step
         assert f"| {step} | ok |" in r.stdout
+
+
+def test_the_tests_step_selects_the_gpu_marker_not_names(tmp_path, monkeypatch):
+    """The cuda half is what the gpu marker selects (tests/conftest.py puts it on the cuda
+    parameter of every test taking ``device``; device tests without the parameter carry it
+    themselves), slow tests left to their own steps: not ``-k cuda``, which misses marked
+    tests without "cuda" in their names and takes unmarked ones that have it."""
+    gc = _load_script()
+    seen = {}
+
+    def fake(cmd, limit, env=None, cwd=None):
+        seen["cmd"] = cmd
+        return {"rc": 0, "wall_s": 1.0, "timed_out": False, "output": "3 passed in 1.00s"}
+
+    monkeypatch.setattr(gc, "run_limited", fake)
+    rec = gc.step_tests(gc.parse_args([]), 100, tmp_path)
+    cmd = seen["cmd"]
+    assert cmd[cmd.index("pytest") + 1:].count("-m") == 1
+    assert cmd[len(cmd) - 1 - cmd[::-1].index("-m") + 1] == "gpu and not slow"
+    assert "-k" not in seen["cmd"] and rec["ok"] and rec["passed"] == 3
+    assert rec["command"].endswith("-m 'gpu and not slow'")
+
+
+def test_the_ci_script_runs_the_cuda_half_by_marker():
+    commands = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+                if ln.startswith("python -m pytest")]
+    assert "python -m pytest -q -p no:cacheprovider --cupy-standin -m gpu" in commands
+    assert not any(" -k " in ln for ln in commands), commands
 
 
 def test_the_limits_fit_the_8_minute_budget():
