@@ -76,10 +76,12 @@ def pytest_configure(config):
 
 
 def pytest_report_header(config):
+    if not mt.cuda_available():  # no CuPy: backend.cupy() is a proxy that raises on any name
+        return "cuda half: skipped (no CuPy or no GPU; --cupy-standin runs it on the stand-in)"
     cp = mt.backend.cupy()
     if getattr(cp, "IS_STANDIN", False):
         return f"cuda half: on the CuPy stand-in {cp.__name__} (no GPU)"
-    return f"cuda half: {'real CuPy ' + cp.__version__ if mt.cuda_available() else 'skipped'}"
+    return f"cuda half: real CuPy {cp.__version__}"
 
 
 @pytest.fixture(params=_DEVICES)
