@@ -297,10 +297,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import distributed
     from .backend import keep_freed_memory
     from .train import recipe_class
     from .train.demo import DEMO_RECIPE, run_demo
 
+    distributed.init("auto")
+    if distributed.world_size() > 1:  # every rank would write the same pictures
+        raise UsageError(
+            f"demo runs in one process (launched as {distributed.world_size()} MPI processes);"
+            " for data-parallel training: mpiexec -n N python -m minitransformer train RECIPE")
     _device(args.device)
     name = args.recipe or DEMO_RECIPE
     _config(recipe_class(name), args.preset,

@@ -407,7 +407,8 @@ def test_multicrop_blur_is_per_image():
 # ---------------------------------------------------------------- the command line
 def test_cli_two_ranks(tmp_path):
     """``mpiexec -n 2 python -m minitransformer train``: one model, rank 0 prints and writes;
-    resuming that run in one process is refused (exit 2) naming both world sizes."""
+    resuming that run in one process is refused (exit 2) naming both world sizes; a batch
+    the ranks do not divide and the demo are refused (exit 2, the error said once)."""
     _skip_without_mpi()
     from minitransformer.__main__ import main
 
@@ -434,6 +435,13 @@ def test_cli_two_ranks(tmp_path):
     assert proc.stderr.count("minitransformer: error:") == 1, proc.stderr
     assert "batch_size=7 (the global batch) must be a multiple of the number of ranks, 2" \
         in proc.stderr
+    # the demo writes pictures: one process only
+    proc = subprocess.run(
+        [_mpiexec(), "-n", "2", sys.executable, "-m", "minitransformer", "demo", "--out",
+         str(tmp_path / "demo")], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=120)
+    assert proc.returncode == 2 and "demo runs in one process" in proc.stderr, proc.stderr
+    assert not (tmp_path / "demo").exists()
 
 
 # ---------------------------------------------------------------- DataLoader(shard=...)
