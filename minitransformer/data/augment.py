@@ -333,21 +333,32 @@ def gaussian_blur(
     """With probability ``p`` per image, a Gaussian blur with ``sigma ~ U(sigma)`` pixels.
 
     DINO's ``GaussianBlur`` uses PIL's radius, which is the standard deviation. The kernel is
-    separable, $k_t \\propto \\exp(-t^2 / 2\\sigma^2)$ for
-    $|t| \\le \\lceil 3 \\sigma_{max} \\rceil$, normalised to sum 1, applied along rows then
-    columns with edge-replicating padding (so a constant image stays constant). Images not
-    chosen get the unit kernel and are unchanged.
+    separable, $k_t \\propto \\exp(-t^2 / 2\\sigma^2)$ for $|t| \\le r$ with
+    $r = \\lceil 3 \\sigma_{hi} \\rceil$ (at least 1), $\\sigma_{hi}$ = ``sigma[1]`` the upper
+    end of the *configured* range, normalised to sum 1, applied along rows then columns with
+    edge-replicating padding (so a constant image stays constant). Images not chosen get the
+    unit kernel and are unchanged.
+
+    The radius depends on the range only, never on the sigmas drawn, so each image's blur
+    depends on its own random numbers alone: a shard of a batch, given its rows of the
+    batch's draws (``train.recipes.base.ShardedGenerator``), blurs exactly as the whole batch
+    does. (A radius from the batch's largest sigma would truncate an image's kernel according
+    to the other images' sigmas.)
 
     Shapes: unchanged.
     """
     B, _, H, W = _check_batch(x, "gaussian_blur")
+    lo, hi = float(sigma[0]), float(sigma[1])
+    if not 0 < lo <= hi or not math.isfinite(hi):
+        raise ValueError(f"gaussian_blur: sigma must be a range (lo, hi) with 0 < lo <= hi, "
+                         f"got {tuple(sigma)}")
     rng = _rng(rng)
     chosen = _chosen(rng, B, p)
-    sig = rng.uniform(sigma[0], sigma[1], B)  # (B,)
+    sig = rng.uniform(lo, hi, B)  # (B,)
     xp = get_array_module(x)
     if not chosen.any():
         return x
-    radius = max(1, math.ceil(3 * float(sig[chosen].max())))
+    radius = max(1, math.ceil(3 * hi))  # from the range: the same for every batch and shard
     taps = np.arange(-radius, radius + 1)  # (K,)
     kernel = np.exp(-(taps[None, :] ** 2) / (2 * sig[:, None] ** 2))  # (B, K)
     kernel /= kernel.sum(axis=1, keepdims=True)

@@ -197,6 +197,64 @@ def test_blur_matches_scipy(xp, sigma):
     assert y.std() < to_numpy(x).std()  # blurring smooths
 
 
+@given(
+    batch=st.integers(2, 7),
+    cut=st.integers(1, 6),
+    lo=st.floats(0.1, 1.5),
+    span=st.floats(0.0, 1.5),
+    p=st.sampled_from([0.3, 0.5, 1.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_blur_of_a_batch_equals_blur_of_its_halves(xp, batch, cut, lo, span, p, seed):
+    """Each image's blur depends on its own random numbers alone: the two parts of a batch,
+    each given its rows of the batch's draws (``ShardedGenerator``, as a rank of a
+    data-parallel run gets them), blur exactly as the whole batch. Each image also equals
+    SciPy's Gaussian filter with its own sigma, truncated at ceil(3 sigma_hi) of the range."""
+    from scipy.ndimage import gaussian_filter
+
+    from minitransformer.train.recipes.base import ShardedGenerator
+
+    cut = min(cut, batch - 1)
+    sigma = (lo, lo + span)
+    x = _batch(xp, (batch, 2, 7, 6), seed=seed, dtype=np.float64)
+    whole = to_numpy(A.gaussian_blur(x, p=p, sigma=sigma, rng=np.random.default_rng(seed)))
+    for part in (slice(0, cut), slice(cut, batch)):
+        rng = ShardedGenerator(np.random.default_rng(seed), batch, part)
+        shard = to_numpy(A.gaussian_blur(x[part], p=p, sigma=sigma, rng=rng))
+        np.testing.assert_allclose(shard, whole[part], rtol=0, atol=1e-12)
+    # independent reference: the same host draws (B uniforms for p, then B sigmas)
+    rng = np.random.default_rng(seed)
+    chosen = rng.random(batch) < p
+    sig = rng.uniform(sigma[0], sigma[1], batch)
+    radius = max(1, math.ceil(3 * sigma[1]))
+    xn = to_numpy(x)
+    for b in range(batch):
+        ref = xn[b] if not chosen[b] else gaussian_filter(
+            xn[b], sigma=(0, sig[b], sig[b]), mode="nearest", truncate=radius / sig[b])
+        np.testing.assert_allclose(whole[b], ref, rtol=1e-10, atol=1e-12)
+
+
+def test_blur_radius_comes_from_the_range_not_the_batch(xp):
+    """The case that broke when the radius came from the batch's largest sigma: seed 8 draws
+    a first half whose largest sigma (1.01) gives radius 4, the batch's (1.65) 5; the first
+    four images blurred alone, with their rows of the draws, are the whole batch's first
+    four. Also: a range that is no range is refused, with the values."""
+    from minitransformer.train.recipes.base import ShardedGenerator
+
+    x = _batch(xp, (8, 3, 16, 16), seed=5, dtype=np.float64)
+    sig = np.random.default_rng(8)
+    sig.random(8)
+    sig = sig.uniform(0.1, 2.0, 8)
+    assert math.ceil(3 * sig[:4].max()) < math.ceil(3 * sig.max())  # the case is what it says
+    whole = to_numpy(A.gaussian_blur(x, p=1.0, sigma=(0.1, 2.0), rng=np.random.default_rng(8)))
+    rng = ShardedGenerator(np.random.default_rng(8), 8, slice(0, 4))
+    first = to_numpy(A.gaussian_blur(x[:4], p=1.0, sigma=(0.1, 2.0), rng=rng))
+    np.testing.assert_allclose(first, whole[:4], rtol=0, atol=1e-12)
+    for bad in [(0.0, 1.0), (1.0, 0.5), (-0.1, 0.2), (0.1, float("inf"))]:
+        with pytest.raises(ValueError, match=r"gaussian_blur: sigma must be .*got"):
+            A.gaussian_blur(x, sigma=bad, rng=np.random.default_rng(0))
+
+
 def test_blur_with_p_zero_is_identity(xp):
     x = _batch(xp)
     y = A.gaussian_blur(x, p=0.0, rng=np.random.default_rng(0))
