@@ -79,7 +79,8 @@ from .autograd import Function, Tensor
 
 __all__ = [
     "all_gather", "all_reduce", "average_gradients", "barrier", "broadcast", "broadcast_tensors",
-    "cuda_aware", "gather_counts", "init", "is_distributed", "rank", "rank_local", "world_size",
+    "cuda_aware", "gather_counts", "init", "is_distributed", "rank", "rank_if_initialized",
+    "rank_local", "world_size",
 ]
 
 # (size variable, rank variable) that MPI launchers set, in the order they are looked up.
@@ -210,6 +211,14 @@ def _active() -> _World | None:
 def rank() -> int:
     """This process's rank, 0..W-1 (0 in a single process). No communication."""
     return _get().rank
+
+
+def rank_if_initialized() -> int | None:
+    """This process's rank if the world has been chosen (by ``init`` or a first collective,
+    ``rank()`` or ``world_size()``), else None. Chooses nothing and never imports mpi4py: for
+    code that must not start MPI, e.g. the command line deciding which rank prints an error
+    that may come before any command chose the world (None there means one process)."""
+    return None if _world is None else _world.rank
 
 
 def world_size() -> int:
