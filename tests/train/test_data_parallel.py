@@ -196,7 +196,11 @@ def _state_diff(a: dict, b: dict, skip: bool = False) -> tuple[float, str]:
     return worst, where
 
 
-@pytest.mark.parametrize("name", EQUIVALENT + ["supervised_cuda", "dino_cuda"])
+# The cuda cases carry the gpu marker, so that the cuda half of CI (`-m gpu` on the stand-in)
+# runs them.
+@pytest.mark.parametrize("name", EQUIVALENT + [
+    pytest.param("supervised_cuda", marks=pytest.mark.gpu),
+    pytest.param("dino_cuda", marks=pytest.mark.gpu)])
 def test_equals_one_process(run, tmp_path, name):
     out, reports = run
     if CASES[name].get("device") == "cuda":
