@@ -26,17 +26,6 @@ __all__ = ["UsageError", "main"]
 # The largest accepted step counts and seeds (the recipes' own LIMITS; kept equal by a test).
 MAX_STEPS = 10_000_000
 MAX_SEED = 2**32 - 1
-# `train --log-every` by default: the losses are read (and a metrics.jsonl record written)
-# every steps / 100 steps, at least 1 (a tiny run logs each step) and at most LOG_EVERY; a
-# checkpoint reads the pending ones first, so a save never holds an unchecked loss.
-LOG_EVERY = 10
-
-
-def default_log_every(steps: int) -> int:
-    """``--log-every``'s default for a run of ``steps``: steps // 100 in [1, LOG_EVERY]."""
-    return min(LOG_EVERY, max(1, int(steps) // 100))
-
-
 class UsageError(Exception):
     """A mistake in what the user asked for: ``main`` prints it as one line,
     ``minitransformer: error: ...``, and exits with status 2 (``--debug``: the traceback)."""
@@ -240,7 +229,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(recipe, out, resume=args.resume, eval_every=args.eval_every,
                        save_every=save_every, progress=not args.no_progress,
-                       log_every=args.log_every or default_log_every(recipe.steps),
+                       log_every=args.log_every or loop.default_log_every(recipe.steps),
                        overwrite=args.overwrite,
                        allow_changes=tuple(allow))
     except (FileExistsError, locked, loop.WorldSizeMismatch) as e:
@@ -337,6 +326,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m minitransformer``."""
     from .train.config_check import SAFE_CHANGES
+    from .train.loop import LOG_EVERY
     from .train.recipes import RECIPES
 
     steps, seed = _whole(0, MAX_STEPS), _whole(0, MAX_SEED)

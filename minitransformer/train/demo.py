@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import viz
-from ..__main__ import default_log_every
-from .loop import train
+from .loop import default_log_every, train
 from .recipes import make_recipe
 from .recipes.base import batched
 

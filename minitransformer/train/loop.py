@@ -87,6 +87,7 @@ __all__ = [
     "TrainingDiverged",
     "WorldSizeMismatch",
     "checkpoint_path",
+    "default_log_every",
     "list_checkpoints",
     "load_latest",
     "metrics_as_floats",
@@ -521,6 +522,18 @@ def _deferred_interrupt() -> Iterator[dict[str, Any]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+# `train --log-every` by default (the command line and the demo): the losses are read (and a
+# metrics.jsonl record written) every steps / 100 steps, at least 1 (a tiny run logs each
+# step) and at most LOG_EVERY; a checkpoint reads the pending ones first, so a save never
+# holds an unchecked loss.
+LOG_EVERY = 10
+
+
+def default_log_every(steps: int) -> int:
+    """``--log-every``'s default for a run of ``steps``: steps // 100 in [1, LOG_EVERY]."""
+    return min(LOG_EVERY, max(1, int(steps) // 100))
 
 
 def train(

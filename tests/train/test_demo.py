@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from minitransformer.__main__ import default_log_every
 from minitransformer.train import demo
+from minitransformer.train.loop import default_log_every
 
 
 class _Stop(Exception):
