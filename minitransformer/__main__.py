@@ -407,8 +407,7 @@ def _lead_rank() -> bool:
     True otherwise. Starts no MPI: a command that did not start it is rank 0."""
     from . import distributed
 
-    world = distributed._world  # None until a command chose the world
-    return world is None or world.rank == 0
+    return distributed.rank_if_initialized() in (None, 0)  # starts no MPI
 
 
 def main(argv: list[str] | None = None) -> int:

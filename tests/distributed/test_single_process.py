@@ -265,3 +265,17 @@ def test_koleo_per_rank_is_at_most_the_global_value(W, B, D, seed):
     per_rank = np.mean([koleo_loss(s).item() for s in shards])
     np.testing.assert_allclose(per_rank, np.mean([np_koleo(s) for s in shards]), rtol=1e-12)
     assert per_rank <= np_koleo(x) + 1e-12
+
+
+def test_rank_if_initialized_chooses_nothing(monkeypatch):
+    """The CLI asks which rank prints without starting MPI: under an MPI launch that has not
+    chosen its world yet the answer is None, and mpi4py stays unimported."""
+    monkeypatch.setattr(dist, "_world", None)
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.delitem(sys.modules, "mpi4py", raising=False)
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
+    assert dist.rank_if_initialized() is None
+    assert dist._world is None and "mpi4py" not in sys.modules
+    monkeypatch.delenv("PMI_SIZE")
+    dist.init("none")
+    assert dist.rank_if_initialized() == 0 == dist.rank()

@@ -584,11 +584,9 @@ class ShardedGenerator(np.random.Generator):
     generator's state advances exactly as in one process (it shares its bit generator), so
     every rank stays in step. An op that draws per sample in a Python loop, or whose result
     for one image depends on the random numbers of the others, is not covered: its views
-    differ from the one-process views (the recipe tests compare them). One such op today:
-    ``gaussian_blur`` takes its kernel radius from the largest sigma of the batch, so DINO's
-    ``MultiCrop`` (the shapes with ``augment="dino"``) blurs a shard's image with a shorter
-    kernel when the shard's largest sigma is smaller than the batch's (differences of about
-    1e-5 for some batches; the digits' and the light views have no blur).
+    differ from the one-process views (the recipe tests compare them). ``gaussian_blur`` is
+    per image: it takes its kernel radius from the configured sigma range, not from the
+    batch (tests/train/test_data_parallel.py, test_multicrop_blur_is_per_image).
 
     Shapes: a draw of (b, ...) -> (b, ...), drawn as (n, ...).
     """
