@@ -171,6 +171,7 @@ def test_dinov2_ibot_weighting_and_koleo_per_rank(reports):
         assert n["ibot_center"] < EXACT
 
 
+@pytest.mark.gpu  # CI's cuda half and bench/gpu_check.py select `-m gpu`
 def test_cupy_arrays_through_the_collectives(reports):
     """On the CuPy stand-in (CI) or a GPU: the host-staged path, results on the device."""
     for n in _case(reports, "device"):
