@@ -286,7 +286,9 @@ class DINORecipe(BaseRecipe):
         """Collapse diagnostics of this step (the two collapses: DINO, Caron et al. 2021,
         sec. 3.1 on centering and sharpening, and facebookresearch/dino#32): teacher entropy
         and KL of its batch mean to uniform, both against ``ln_K``, and the CLS feature
-        spread; device scalars, read by the loop when it logs."""
+        spread; device scalars, read by the loop when it logs. Over W ranks each is the
+        global batch's value (``objectives.diagnostics`` all-reduces the sums on the device),
+        the same on every rank, so the loop's mean over ranks keeps it."""
         return {"teacher_entropy": teacher_entropy(t_probs), "ln_K": math.log(self.cfg.out_dim),
                 "kl_to_uniform": kl_to_uniform(t_probs),
                 "feature_std": feature_std(t_feats, normalize=True), "teacher_temp": temp}
