@@ -169,6 +169,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .backend import keep_freed_memory
     from .train import TrainingDiverged, loop, recipe_class, train
     from .train.config_check import compare_config
+    from .train.recipes.base import DistributedProblem
 
     try:  # under mpiexec -n W (W > 1) the W processes train one model together
         distributed.init("mpi" if args.distributed else "auto")
@@ -211,19 +212,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         problem = loop.world_size_problem(meta, path.name)
         if problem:
             raise UsageError(problem)
-        _writable_dir(out)
-        if lead:
-            print(f"resuming {args.recipe} from {path.name} (step {meta.get('step')})")
     else:
         preset = args.preset or "cpu"
         cfg = _config(cls, preset, overrides)
-        _writable_dir(out)
     problem = cls.distributed_problem(cfg)  # over W ranks: an unsupported recipe, a batch
     if problem:  # that W does not divide
         raise UsageError(problem)
 
     keep_freed_memory()  # a training process: no page faults for each step's activations
-    recipe = cls(preset=preset, device=device, **dataclasses.asdict(cfg))
+    try:  # over W ranks it also checks the batch against the data set (batch_size > n)
+        recipe = cls(preset=preset, device=device, **dataclasses.asdict(cfg))
+    except DistributedProblem as e:
+        raise UsageError(str(e)) from e
+    _writable_dir(out)  # after every refusal: a refused run leaves no folder behind
+    if args.resume and lead:
+        print(f"resuming {args.recipe} from {path.name} (step {meta.get('step')})")
     save_every = args.save_every if args.save_every is not None else max(recipe.steps // 10, 1)
     locked = getattr(loop, "RunDirectoryLocked", ())
     try:
@@ -232,7 +235,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                        log_every=args.log_every or loop.default_log_every(recipe.steps),
                        overwrite=args.overwrite,
                        allow_changes=tuple(allow))
-    except (FileExistsError, locked, loop.WorldSizeMismatch) as e:
+    except (FileExistsError, locked, loop.WorldSizeMismatch, DistributedProblem) as e:
         raise UsageError(str(e)) from e
     except TrainingDiverged as e:
         if args.debug:
@@ -258,9 +261,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 143 if result.signal == "SIGTERM" else 130  # 128 + the signal's number, as shells
 
 
+def _one_process_only(command: str) -> None:
+    """A UsageError when launched as several MPI processes: ``command`` runs in one process
+    (each rank would do the same work and print or write the same output). Chooses the world
+    from the environment, as ``train`` does."""
+    from . import distributed
+
+    try:
+        distributed.init("auto")
+    except ImportError as e:
+        raise UsageError(str(e)) from e
+    if distributed.world_size() > 1:
+        raise UsageError(
+            f"{command} runs in one process (launched as {distributed.world_size()} MPI "
+            "processes); for data-parallel training: mpiexec -n N python -m minitransformer "
+            "train RECIPE")
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .train import recipe_class
 
+    _one_process_only("eval")  # rank 0's table printed W times otherwise
     device = _device(args.device)
     run = Path(args.run_dir)
     arrays, meta, path = _latest(run, "eval")
@@ -286,16 +307,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from . import distributed
     from .backend import keep_freed_memory
     from .train import recipe_class
     from .train.demo import DEMO_RECIPE, run_demo
 
-    distributed.init("auto")
-    if distributed.world_size() > 1:  # every rank would write the same pictures
-        raise UsageError(
-            f"demo runs in one process (launched as {distributed.world_size()} MPI processes);"
-            " for data-parallel training: mpiexec -n N python -m minitransformer train RECIPE")
+    _one_process_only("demo")  # every rank would write the same pictures
     _device(args.device)
     name = args.recipe or DEMO_RECIPE
     _config(recipe_class(name), args.preset,
@@ -313,6 +329,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     from .train import RECIPES, recipe_class
 
+    _one_process_only("list")
     for name in RECIPES:
         cls = recipe_class(name)
         print(f"{name}: {cls.description}")

@@ -12,6 +12,8 @@ single-process run of the same settings.
 Cases (the recipe settings are ``CASES`` in the test, passed as JSON in ``OUT/cases.json``):
 ``train`` (a fresh run), ``resume`` (2 of the steps, then a resume to the end), ``resume_in``
 (resume a directory the test prepared: refused when another world size wrote it),
+``perturbed`` (a fresh run after rank 1's weights and buffers were changed: the start-of-
+training broadcast must undo it),
 ``no_average``, ``no_syncbn``, ``plain_views``, ``local_mean`` (fresh runs with the gradient
 averaging, the synchronised BatchNorm, the sharded random draws or MLM's global token count
 switched off: the deliberate breaks),
@@ -78,6 +80,26 @@ def state_diff_to_rank0(recipe) -> float:
     return worst
 
 
+def perturb_rank1(recipe) -> float:
+    """On rank 1, change every floating parameter and buffer of every module (weights, the
+    teacher, DINO's center, BatchNorm's running means and variances) before training, so that
+    only the loop's broadcast of rank 0's state (``BaseRecipe.broadcast_state``) can make the
+    ranks train one model. Returns the largest difference to rank 0 this leaves (every rank
+    calls it: ``state_diff_to_rank0`` is collective)."""
+    if R == 1:
+        rng = np.random.default_rng(1)
+        for m in recipe.modules.values():
+            state = {}
+            for k, v in m.state_dict().items():  # host copies
+                v = np.asarray(mt.backend.to_numpy(v))
+                if v.dtype.kind == "f":
+                    # positive factors keep running variances positive
+                    v = v * rng.uniform(1.1, 1.5, v.shape) + rng.uniform(0.05, 0.1, v.shape)
+                state[k] = v
+            m.load_state_dict(state)
+    return state_diff_to_rank0(recipe)
+
+
 def run(case: dict) -> dict:
     name, kind = case["name"], case["kind"]
     out = OUT / name
@@ -122,7 +144,9 @@ def run(case: dict) -> dict:
             loop.train(recipe, out, progress=False, log_every=1)
         finally:
             dist.average_gradients = dist_average
-    elif kind == "train":
+    elif kind in ("train", "perturbed"):
+        if kind == "perturbed":  # rank 1 starts from another model: the broadcast's work
+            numbers["diff_before_train"] = perturb_rank1(recipe)
         result = loop.train(recipe, out, progress=False, log_every=1)
         numbers["eval"] = result.eval_metrics
         numbers["last"] = result.last_metrics

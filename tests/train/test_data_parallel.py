@@ -19,8 +19,11 @@ in this process, where nothing is distributed:
   checkpoint, and 1 process on a 2-rank one);
 - MLM too (its masks drawn per global sample, its loss normalised by the global count of
   masked tokens, which differs between the shards);
-- recipes that cannot train as one process yet (MIM, DINOv2) and a global batch that the
-  ranks do not divide are refused with a message saying why.
+- recipes that cannot train as one process yet (MIM, DINOv2), a global batch that the
+  ranks do not divide, and one larger than the data set whose size they do not divide (each
+  step draws the whole set) are refused with a message saying why;
+- rank 1 started from other weights and buffers still trains one model equal to one
+  process: the start-of-training broadcast.
 
 **The tests can fail** (``test_deliberate_breaks``): the same cases with one part switched
 off differ from one process by far more than 1e-9 (each checks > 1e-6):
@@ -64,6 +67,9 @@ CASES: dict[str, dict] = {
                        settings=dict(steps=STEPS, batch_size=16, augment=True)),
     "clip": dict(recipe="clip", kind="train", settings=dict(steps=STEPS, batch_size=8)),
     "dino": dict(recipe="dino", kind="train", settings=dict(steps=STEPS, batch_size=8)),
+    # rank 1's weights, teacher, center and BatchNorm statistics changed before train()
+    "dino_perturbed": dict(recipe="dino", kind="perturbed",
+                           settings=dict(steps=STEPS, batch_size=8)),
     # on the CuPy stand-in in CI (a GPU where there is one): the host-staged collectives
     "supervised_cuda": dict(recipe="supervised", kind="train", device="cuda",
                             settings=dict(steps=STEPS, batch_size=16, augment=True)),
@@ -83,6 +89,8 @@ CASES: dict[str, dict] = {
     "mim": dict(recipe="mim", kind="build", settings={}),
     "dinov2": dict(recipe="dinov2", kind="build", settings={}),
     "odd_batch": dict(recipe="supervised", kind="build", settings=dict(batch_size=15)),
+    # a multiple of 2, but more than the 1,293 digits: each step's global batch is all 1,293
+    "batch_over_data": dict(recipe="dino", kind="build", settings=dict(batch_size=1294)),
 }
 EQUIVALENT = ["supervised", "clip", "dino", "mlm"]
 
@@ -214,6 +222,10 @@ def _state_diff(a: dict, b: dict, skip: bool = False) -> tuple[float, str]:
     pytest.param("supervised_cuda", marks=pytest.mark.gpu),
     pytest.param("dino_cuda", marks=pytest.mark.gpu)])
 def test_equals_one_process(run, tmp_path, name):
+    _equals_one_process(run, tmp_path, name)
+
+
+def _equals_one_process(run, tmp_path, name):
     out, reports = run
     if CASES[name].get("device") == "cuda":
         if not mt.cuda_available():
@@ -241,6 +253,19 @@ def test_equals_one_process(run, tmp_path, name):
     one_eval = [m["eval"] for m in read_metrics(tmp_path / name) if "eval" in m][-1]
     for r in range(2):
         assert both[r]["eval"] == pytest.approx(one_eval, abs=1e-9)
+
+
+def test_the_start_broadcast_makes_one_model(run, tmp_path):
+    """Rank 1's weights, teacher, DINO center and BatchNorm running statistics are changed
+    before ``train`` (every rank otherwise initialises identically from the seed, so nothing
+    else exercises the broadcast): the loop's broadcast of rank 0's state
+    (``BaseRecipe.broadcast_state``) must still make the 2-rank run equal one process, to
+    1e-9, and the ranks one model. Checked by hand: with ``broadcast_state`` a no-op this test
+    fails (the losses differ from one process, and the ranks' states from each other)."""
+    _, reports = run
+    both = _ok(reports, "dino_perturbed")
+    assert both[1]["diff_before_train"] > 1e-2  # rank 1 really started from another model
+    _equals_one_process(run, tmp_path, "dino_perturbed")
 
 
 def test_only_rank0_writes(run):
@@ -297,14 +322,20 @@ def test_deliberate_breaks(run, tmp_path, name):
     ("mim", "masked patches"), ("dinov2", "iBOT"),
     ("odd_batch", "batch_size=15 (the global batch) must be a multiple of the number of "
                   "ranks, 2"),
+    ("batch_over_data", "batch_size=1294 is larger than the 1293 training examples, so every "
+                        "step's global batch is all 1293 of them, which 2 ranks cannot split "
+                        "into equal shards; set batch_size to at most 1293 and a multiple of "
+                        "2 (e.g. batch_size=1292)"),
 ])
 def test_refusals(run, name, words):
+    """Refused when the recipe is built, before any step, with the same DistributedProblem
+    (a ValueError) on every rank."""
     _, reports = run
     for r, numbers in enumerate(reports[name]):
         err = numbers.get("error", "")
-        assert err.startswith("ValueError"), f"rank {r}: {numbers}"
+        assert err.startswith("DistributedProblem: "), f"rank {r}: {numbers}"
         assert words in err
-        if name != "odd_batch":
+        if name not in ("odd_batch", "batch_over_data"):
             assert "not supported yet" in err and "over 2 ranks" in err
 
 
@@ -426,7 +457,8 @@ def test_multicrop_blur_is_per_image():
 def test_cli_two_ranks(tmp_path):
     """``mpiexec -n 2 python -m minitransformer train``: one model, rank 0 prints and writes;
     resuming that run in one process is refused (exit 2) naming both world sizes; a batch
-    the ranks do not divide and the demo are refused (exit 2, the error said once)."""
+    the ranks do not divide, a batch larger than the data set that they do not divide, and
+    the demo, eval and list are refused (exit 2, the error said once, no --out folder made)."""
     _skip_without_mpi()
     from minitransformer.__main__ import main
 
@@ -453,12 +485,25 @@ def test_cli_two_ranks(tmp_path):
     assert proc.stderr.count("minitransformer: error:") == 1, proc.stderr
     assert "batch_size=7 (the global batch) must be a multiple of the number of ranks, 2" \
         in proc.stderr
-    # the demo writes pictures: one process only
+    assert not (tmp_path / "odd").exists()  # refused before the --out folder is made
+    # more than the 1,293 digits: each step would draw all 1,293, which 2 ranks cannot split
     proc = subprocess.run(
-        [_mpiexec(), "-n", "2", sys.executable, "-m", "minitransformer", "demo", "--out",
-         str(tmp_path / "demo")], env=env, cwd=tmp_path, capture_output=True, text=True,
-        timeout=120)
-    assert proc.returncode == 2 and "demo runs in one process" in proc.stderr, proc.stderr
+        [_mpiexec(), "-n", "2", sys.executable, "-m", "minitransformer", "train", "supervised",
+         "--preset", "tiny", "--set", "batch_size=1294", "--out", str(tmp_path / "big")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("minitransformer: error:") == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr  # one line, no traceback
+    assert "batch_size=1294 is larger than the 1293 training examples" in proc.stderr
+    assert not (tmp_path / "big").exists()
+    # the demo writes pictures, eval and list print: one process only (said once)
+    for argv in (["demo", "--out", str(tmp_path / "demo")], ["eval", str(out)], ["list"]):
+        proc = subprocess.run(
+            [_mpiexec(), "-n", "2", sys.executable, "-m", "minitransformer", *argv], env=env,
+            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count(f"{argv[0]} runs in one process") == 1, proc.stderr
+        assert proc.stdout == "", proc.stdout
     assert not (tmp_path / "demo").exists()
 
 

@@ -50,9 +50,9 @@ from ...nn import Module
 from ...optim import AdamW, clip_grad_norm_, clip_grad_per_param_, param_groups
 from ...optim.schedules import cosine_schedule
 
-__all__ = ["LIMITS", "PRESET_NAMES", "BaseConfig", "BaseRecipe", "Choice", "Pair", "Range",
-           "ShardedGenerator", "batched", "check_divides", "check_heads", "check_ids",
-           "config_limits", "to_device", "validate_config"]
+__all__ = ["LIMITS", "PRESET_NAMES", "BaseConfig", "BaseRecipe", "Choice", "DistributedProblem",
+           "Pair", "Range", "ShardedGenerator", "batched", "check_divides", "check_heads",
+           "check_ids", "config_limits", "to_device", "validate_config"]
 
 PRESET_NAMES = ("tiny", "cpu", "gpu")
 
@@ -326,13 +326,46 @@ class BaseRecipe:
             m.to(self.device)
         if distributed.is_distributed():
             self.prepare_distributed()
+            n = self.train_examples()
+            if n is not None:  # else checked at the first draw (draw_shard)
+                self.check_distributed_batch(n)
         self.validate_data()
 
     def check_distributed(self) -> None:
-        """Raise ``ValueError`` with ``distributed_problem``'s message, if any."""
+        """Raise ``DistributedProblem`` with ``distributed_problem``'s message, if any."""
         problem = self.distributed_problem(self.cfg)
         if problem:
-            raise ValueError(problem)
+            raise DistributedProblem(problem)
+
+    def train_examples(self) -> int | None:
+        """How many training examples each step's batch is drawn from (``draw_shard``'s
+        ``n``), so that a global batch the ranks cannot split is refused before any step:
+        the image recipes' ``self.data.x_train`` by default; None when the recipe has no such
+        set (then the first ``draw_shard`` checks). Recipes drawing from another set override
+        it."""
+        data = getattr(self, "data", None)
+        x = getattr(data, "x_train", None)
+        return None if x is None else len(x)
+
+    def check_distributed_batch(self, n: int) -> None:
+        """Over W > 1 ranks, raise ``DistributedProblem`` when the batch a step draws from
+        ``n`` examples, $\\min(B, n)$ (``draw_indices`` draws without replacement), is not a
+        multiple of W: ``batch_size`` larger than the data set passes the up-front check on
+        ``batch_size % W`` but the step's global batch is then ``n``. Nothing in one process."""
+        if not distributed.is_distributed():
+            return
+        w, b = distributed.world_size(), self.batch_size
+        if min(b, n) % w == 0:
+            return
+        if b <= n:  # (distributed_problem refuses it first)
+            raise DistributedProblem(self.distributed_problem(self.cfg) or
+                                     f"{self.name}: batch_size={b} is not a multiple of {w}")
+        fit = n // w * w
+        raise DistributedProblem(
+            f"{self.name}: batch_size={b} is larger than the {n} training examples, so every "
+            f"step's global batch is all {n} of them, which {w} ranks cannot split into equal "
+            f"shards; set batch_size to at most {n} and a multiple of {w}"
+            f"{f' (e.g. batch_size={fit})' if fit else ''}")
 
     @classmethod
     def distributed_problem(cls, cfg: Any) -> str | None:
@@ -562,14 +595,24 @@ class BaseRecipe:
         """This step's batch as this rank sees it: the indices of its shard of the global
         batch (``draw_indices``, the same draw on every rank) and the generator for the
         shard's augmentations (``step_rng``; over W > 1 ranks wrapped in ``ShardedGenerator``
-        so the shard gets the random numbers of its rows of the global batch). In one process:
+        so the shard gets the random numbers of its rows of the global batch; a global batch
+        the ranks cannot split, ``min(batch_size, n)``, raises ``DistributedProblem`` first,
+        on every rank, for recipes whose ``train_examples`` did not say). In one process:
         ``(draw_indices(n, k), step_rng())``, the draws of before. Shapes: -> (B / W,)."""
+        if not distributed.is_distributed():
+            return self.draw_indices(n, k), self.step_rng()
+        if k is None:
+            self.check_distributed_batch(n)  # before drawing: the same error on every rank
         idx = self.draw_indices(n, k)  # (B,): the global batch, the same on every rank
         rng = self.step_rng()
-        if not distributed.is_distributed():
-            return idx, rng
         part = self.shard_slice(len(idx))
         return idx[part], ShardedGenerator(rng, len(idx), part)
+
+
+class DistributedProblem(ValueError):
+    """A run that cannot train over the W ranks it was launched on, as asked (an unsupported
+    recipe, a global batch the ranks cannot split): every rank raises the same one, before
+    any step; the command line prints it once (exit status 2)."""
 
 
 class ShardedGenerator(np.random.Generator):
