@@ -141,6 +141,10 @@ class CLIPRecipe(BaseRecipe):
         self.modules = {"model": self.model}
         self.optimizer = self.make_optimizer(self.model)
 
+    def train_examples(self) -> int:
+        """The image-caption pairs each step's batch is drawn from."""
+        return len(self.train_tokens)
+
     def validate_data(self) -> None:
         """The caption tokens (training captions and the zero-shot prompts): ids in [0, V)
         and an end-of-text token in every row (the text tower pools there)."""

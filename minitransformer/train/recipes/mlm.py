@@ -150,6 +150,10 @@ class MLMRecipe(BaseRecipe):
         counts[list(self.tokenizer.special_ids)] = 0
         self.most_frequent = int(counts.argmax())  # the unigram baseline's only answer
 
+    def train_examples(self) -> int:
+        """The training sequences each step's batch is drawn from."""
+        return len(self.train_seqs)
+
     def validate_data(self) -> None:
         """Every token id of the training and held-out sequences in [0, V) (the embedding's
         and cross-entropy's inputs); the masking's replacement tokens are drawn in range."""
