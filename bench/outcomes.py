@@ -291,7 +291,7 @@ def seeds_table(results: dict[str, dict], names: list[str], seeds: list[int] | N
                 ) -> str:
     """The per-seed Markdown table: for each outcome and metric, each seed's trained value
     with the random init of the same seed in brackets, mean ± sd and worst (trained; random
-    init's mean in brackets), then each bar and the seeds where it fails."""
+    init's mean in brackets), then a row per bar with the seeds where it fails."""
     lines = []
     for name in names:
         entry = results[name]
@@ -312,16 +312,15 @@ def seeds_table(results: dict[str, dict], names: list[str], seeds: list[int] | N
                   "| --- | " + " | ".join("---" for _ in have) + " | --- | --- | --- | --- |"]
         checks = seed_bars(name, results, have)
         keys = OUTCOMES[name][2]
-        for i, key in enumerate(keys):
+        for key in keys:
             t = [runs[s]["trained"][key] for s in have]
             b = [runs[s]["baseline"][key] for s in have]
             st, sb = stats(t, key in LOWER_IS_BETTER), stats(b)
             cells = [f"{x:.3f} ({y:.3f})" for x, y in zip(t, b)]
-            bar, okc = (checks[i][0], checks[i][1]) if i < len(checks) else ("", None)
             lines.append(f"| {key} | " + " | ".join(cells)
                          + f" | {st['mean']:.3f} ± {st['sd']:.3f} ({sb['mean']:.3f}) "
-                         f"| {st['worst']:.3f} | {bar} | {_every(okc)} |")
-        for bar, okc in checks[len(keys):]:
+                         f"| {st['worst']:.3f} | | |")
+        for bar, okc in checks:  # each bar on a row of its own, below the metrics
             lines.append("| | " + " | ".join("" for _ in have) + f" | | | {bar} | "
                          f"{_every(okc)} |")
         if name == "dinov2":
