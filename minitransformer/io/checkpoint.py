@@ -130,8 +130,9 @@ def _metadata_digest(weights_sha256: str, num_bytes: int, meta: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not possible (nor needed) on Windows.
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (not possible, nor needed, on Windows); the
+    training loop's atomic writes use it too."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -169,7 +170,7 @@ def _atomic_target(final: Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _jsonable(value: Any, where: str, depth: int = 1) -> Any:

@@ -73,6 +73,7 @@ import numpy as np
 
 from .. import backend, distributed, io
 from ..autograd import Tensor
+from ..io.checkpoint import fsync_dir
 
 try:  # POSIX; on Windows the run directory is not locked
     import fcntl
@@ -295,16 +296,6 @@ def _delete_pair(path: Path) -> None:
             f.unlink()
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (not possible, nor needed, on Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` by ``data`` atomically: write a temporary file ``.{name}.{random}.tmp``
     beside it, fsync it, ``os.replace`` it over ``path`` and fsync the directory. Killed at
@@ -331,7 +322,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
