@@ -15,7 +15,8 @@ Bars (issue 5; 2 CPU cores, each run within 10 minutes):
     clip          zero-shot accuracy >= 90% for shape and for colour
     dino          k-NN accuracy on the digits >= 90%
     dino-shapes   CLS-attention IoU on the shapes >= 0.5 and >= 2x random init
-    dinov2        patch-segmentation mIoU above dino-shapes' (the same budget)
+    dinov2        patch-segmentation mIoU above dino-shapes' (the same budget); with
+                  --seeds, a paired lead over the seeds of at least twice its standard error
 
 Each run writes ``OUT/<name>/`` (metrics.jsonl, the final checkpoint); the table is printed
 in Markdown (for the README) and saved with the raw numbers to ``OUT/outcomes.json``.
@@ -27,7 +28,8 @@ the worst seed, and each bar must hold on every seed. DINOv2 against dino-shapes
 comparison: per seed the difference d_s of their patch mIoU (same seed, same images), its
 mean and standard error SE = sd(d) / sqrt(n); the bar is mean >= 2 SE (and > 0). The raw
 per-seed numbers are kept in ``OUT/outcomes.json`` under ``runs``; runs of other seeds (from
-other processes sharing OUT) are merged in, under a file lock.
+other processes sharing OUT) are merged in, under a file lock. A summary table follows, one
+row per headline metric, with the columns of the README's table.
 BLAS threads default to one per process (``--threads``): these models are small, and with
 another process busy on the second core a 2-thread OpenBLAS GEMM was measured 10-50x slower
 than a 1-thread one (it spins waiting for the busy core). The table gives the wall time and
@@ -336,7 +338,55 @@ def seeds_table(results: dict[str, dict], names: list[str], seeds: list[int] | N
                              + f" | {pd['mean']:+.3f} ± {pd['se']:.3f} (SE) | "
                              f"{min(pd['per_seed'].values()):+.3f} | paired mean lead >= 2 SE "
                              f"({2 * pd['se']:.3f}) | {'yes' if pd['holds'] else '**no**'} |")
+    lines += ["", summary_table(results, names, seeds)]
     return "\n".join(lines).strip("\n")
+
+
+# the metrics the summary shows per outcome: the ones its bars are about
+HEADLINE: dict[str, tuple[str, ...]] = {
+    "supervised": ("test_acc",), "mlm": ("ratio_to_unigram",),
+    "mim": ("probe_acc", "patch_seg_miou"), "clip": ("zero_shot_shape", "zero_shot_colour"),
+    "dino": ("knn_acc",), "dino-shapes": ("attn_iou_best_head",),
+    "dinov2": ("patch_seg_miou",),
+}
+
+
+def summary_table(results: dict[str, dict], names: list[str], seeds: list[int] | None = None
+                  ) -> str:
+    """One row per headline metric (the README's table): the seeds, the random init's mean,
+    the trained mean ± sd and worst seed, whether every bar holds on every seed, and the
+    training's CPU time (mean and largest, one BLAS thread: its time on an idle core)."""
+    lines = ["**Summary**", "",
+             "| outcome | metric | seeds | random init (mean) | trained mean ± sd | worst "
+             "| bars on every seed | training CPU s (mean, max) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in names:
+        runs = results[name]["runs"]
+        have = sorted(runs, key=int) if seeds is None else [str(s) for s in seeds]
+        checks = seed_bars(name, results, have)
+        failed = sorted({s for _, okc in checks for s, ok in okc.items() if not ok}, key=int)
+        if name == "dinov2":
+            pd = paired_dinov2(results, have)
+            verdict = ("(dino-shapes not run on these seeds)" if pd is None
+                       else "yes" if pd["holds"] else "**no**")
+        elif checks:
+            verdict = "yes" if not failed else f"**no** (seed {', '.join(failed)})"
+        else:
+            verdict = "(no bar)"
+        cpu = [runs[s].get("train_cpu_s", float("nan")) for s in have]
+        for i, key in enumerate(HEADLINE[name]):
+            st = stats([runs[s]["trained"][key] for s in have], key in LOWER_IS_BETTER)
+            b = stats([runs[s]["baseline"][key] for s in have])
+            lines.append(
+                f"| {name if i == 0 else ''} | {key} | {', '.join(have) if i == 0 else ''} | "
+                f"{b['mean']:.3f} | {st['mean']:.3f} ± {st['sd']:.3f} | {st['worst']:.3f} | "
+                f"{verdict if i == 0 else ''} | "
+                + (f"{sum(cpu) / len(cpu):.0f}, {max(cpu):.0f}" if i == 0 else "") + " |")
+        if name == "dinov2" and pd is not None:
+            lines.append(f"| | lead over dino-shapes (paired) | | | {pd['mean']:+.3f} ± "
+                         f"{pd['se']:.3f} (SE) | {min(pd['per_seed'].values()):+.3f} | "
+                         f"mean >= 2 SE: {'yes' if pd['holds'] else '**no**'} | |")
+    return "\n".join(lines)
 
 
 def _every(ok: dict[str, bool] | None) -> str:

@@ -119,6 +119,52 @@ def test_per_seed_bar_uses_the_same_seeds_random_init():
     assert second.rstrip(" |").endswith("**no** (seed 2)")
 
 
+def test_summary_rows_against_numpy():
+    """The summary (the README's table): per outcome the random init's mean, the trained
+    mean ± sd (n - 1) and worst seed, the bars over every seed (the failing seeds named),
+    the CPU time's mean and largest, and dinov2's paired lead, each recomputed with NumPy."""
+    m = load_script()
+    rng = np.random.default_rng(0)
+    seeds = ["3", "7", "9"]
+    acc, acc0 = rng.uniform(0.95, 1.0, 3), rng.uniform(0.05, 0.15, 3)
+    cpu = rng.uniform(100, 300, 3)
+    sup = {s: {**fake({"test_acc": a}, {"test_acc": b}, "cpu"), "train_cpu_s": c}
+           for s, a, b, c in zip(seeds, acc, acc0, cpu)}
+    keys = ("attn_iou_best_head", "attn_iou_mean", "patch_seg_miou")
+    iou, miou2 = rng.uniform(0.3, 0.8, 3), rng.uniform(0.3, 0.5, 3)
+    miou1 = miou2 - rng.uniform(0.0, 0.02, 3)
+    dino = {s: fake(dict(zip(keys, (x, x, y))), dict(zip(keys, (0.2, 0.2, 0.3))))
+            for s, x, y in zip(seeds, iou, miou1)}
+    v2 = {s: fake({"patch_seg_miou": y, "attn_iou_best_head": 0.5},
+                  {"patch_seg_miou": 0.3, "attn_iou_best_head": 0.2}, "cpu")
+          for s, y in zip(seeds, miou2)}
+    results = {n: {"preset": "p", "overrides": {}, "runs": r}
+               for n, r in (("supervised", sup), ("dino-shapes", dino), ("dinov2", v2))}
+    out = m.summary_table(results, ["supervised", "dino-shapes", "dinov2"])
+
+    cells = row(out, "supervised")
+    assert cells[1:3] == ["test_acc", "3, 7, 9"]
+    assert cells[3] == f"{acc0.mean():.3f}"
+    assert cells[4] == f"{acc.mean():.3f} ± {acc.std(ddof=1):.3f}"
+    assert cells[5] == f"{acc.min():.3f}"
+    want = ("yes" if (acc >= 0.97).all()
+            else f"**no** (seed {', '.join(s for s, a in zip(seeds, acc) if a < 0.97)})")
+    assert cells[6] == want
+    assert cells[7] == f"{cpu.mean():.0f}, {cpu.max():.0f}"
+
+    fails = [s for s, x in zip(seeds, iou) if not (x >= 0.5 and x >= 0.4)]
+    assert row(out, "dino-shapes")[6] == ("yes" if not fails
+                                          else f"**no** (seed {', '.join(fails)})")
+    d = miou2 - miou1
+    se = d.std(ddof=1) / np.sqrt(3)
+    lead = [ln for ln in out.splitlines() if "lead over dino-shapes (paired)" in ln][0]
+    lead_cells = [c.strip() for c in lead.strip().strip("|").split("|")]
+    assert lead_cells[4] == f"{d.mean():+.3f} ± {se:.3f} (SE)"
+    assert lead_cells[5] == f"{d.min():+.3f}"
+    holds = d.mean() > 0 and d.mean() >= 2 * se
+    assert lead_cells[6] == f"mean >= 2 SE: {'yes' if holds else '**no**'}"
+
+
 @pytest.mark.parametrize("diffs", [[0.02, 0.03, 0.025, 0.01, 0.04],
                                    [0.02, -0.01, 0.03, 0.0, 0.01],
                                    [-0.02, -0.03, -0.01]])
