@@ -3,25 +3,19 @@ trajectory's step selection, and a whole run at the tiny shapes preset (seconds)
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "bench" / "dino_diagnostics.py"
+from .bench_scripts import ROOT, load_bench, run_bench
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_dino_diagnostics", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("dino_diagnostics")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -83,8 +77,7 @@ def test_tiny_run_end_to_end(tmp_path):
                         "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "d.json"
-    r = subprocess.run([sys.executable, str(SCRIPT), str(run_dir), "--json", str(out)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r = run_bench("dino_diagnostics", str(run_dir), "--json", str(out), timeout=300)
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())[0]
     assert res["step"] == 6 and res["config"]["seed"] == 0

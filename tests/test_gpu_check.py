@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,14 +12,13 @@ import pytest
 
 import minitransformer as mt
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "bench" / "gpu_check.py"
+from .bench_scripts import ROOT, load_bench, run_bench
+
 STEPS = ["tests", "vit_step", "host_sync", "demo", "preset", "notebooks"]
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout)
+    return run_bench("gpu_check", *args, env=env, timeout=timeout)
 
 
 def env_without_gpu_overrides() -> dict[str, str]:
@@ -166,12 +164,7 @@ def test_host_sync_step_fails_when_a_recipe_is_over_budget(tmp_path, monkeypatch
 
 
 def _load_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("gpu_check")
 
 
 def test_a_failing_step_is_recorded_and_the_next_steps_still_run(tmp_path, monkeypatch):

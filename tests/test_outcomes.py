@@ -4,29 +4,21 @@ each seed's own random init, the paired DINOv2 comparison, and the single-seed b
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "bench" / "outcomes.py"
+from .bench_scripts import load_bench, run_bench
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_outcomes", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("outcomes")
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
+    return run_bench("outcomes", *args)
 
 
 def row(out: str, first_cell: str) -> list[str]:

@@ -178,13 +178,9 @@ def test_bench_reports_the_transfers_per_step(device):
     logging interval (the same count as the test above, through the bench's own code)."""
     if device != "cuda" or standin() is None:
         pytest.skip("counted on the CuPy stand-in (pytest --cupy-standin)")
-    import importlib.util
-    from pathlib import Path
+    from ..bench_scripts import load_bench
 
-    path = Path(__file__).resolve().parents[2] / "bench" / "host_sync.py"
-    spec = importlib.util.spec_from_file_location("host_sync_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("host_sync")
     for L in (1, 2):
         row = bench.measure("supervised", "tiny", "cuda", warmup=2, steps=4, log_every=L)
         assert row["steps"] == 4 and row["ms_per_step"] > 0
