@@ -94,6 +94,8 @@ __all__ = ["SHAPES_CPU", "SHAPES_GPU", "SHAPES_TINY", "DINOConfig", "DINORecipe"
 # - lr 1.5e-3: at 3e-3 seed 25's features shrank (std 0.024 -> 0.007 by step 50) while the
 #   teacher still sent every image to one prototype, then the run collapsed to uniform
 #   (loss ln K); at 1.5e-3 the same seed reached 0.742 (docs/dino.md, issue 15).
+DIGITS_CPU: dict[str, Any] = dict(steps=1000, batch_size=128, lr=2e-3, warmup_steps=50,
+                                  freeze_last_layer_steps=10)
 SHAPES_TINY: dict[str, Any] = dict(
     dataset="shapes", steps=6, batch_size=8, dim=16, depth=1, num_heads=2, patch_size=8,
     out_dim=32, hidden_dim=32, bottleneck_dim=16, n_local=2, local_size=16, n_train=64,
@@ -187,14 +189,12 @@ class DINORecipe(BaseRecipe):
                      hidden_dim=32, bottleneck_dim=16, lr=1e-3, n_local=2,
                      freeze_last_layer_steps=2, eval_size=64),
         # the PyTorch reference run's settings (90% after 50 epochs). Measured here: 80.6%
-        # with a 500-step schedule, 89.9% with 800 steps, 92.9% with 1000 (~0.42 s CPU/step)
-        "cpu": dict(steps=1000, batch_size=128, lr=2e-3, warmup_steps=50,
-                    freeze_last_layer_steps=10),
-        # local crops of the 8x8 digits (4x4 px) lowered k-NN in a measured run: none here
+        # with a 500-step schedule, 89.9% with 800 steps, 92.9% with 1000 (~0.42 s CPU/step).
+        # Local crops of the 8x8 digits (4x4 px) lowered k-NN in a measured run: none here
+        "cpu": dict(DIGITS_CPU),
         # the cpu preset: the digits give no more data to scale to, and no larger setting has
         # been measured (issue 15: a gpu preset uses settings measured on the CPU)
-        "gpu": dict(steps=1000, batch_size=128, lr=2e-3, warmup_steps=50,
-                    freeze_last_layer_steps=10),
+        "gpu": dict(DIGITS_CPU),
         # the shapes: attention IoU; dinov2's presets share these budgets
         "tiny-shapes": dict(SHAPES_TINY),
         "cpu-shapes": dict(SHAPES_CPU),
