@@ -46,6 +46,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # name -> (recipe, preset suffix, metric keys shown)
 OUTCOMES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu_s = time.process_time() - cpu0
         return {
             "recipe": recipe_name, "preset": preset, "seed": recipe.cfg.seed,
-            "overrides": overrides, "steps": result.steps_done,
+            "overrides": overrides, "settings": settings_of(recipe.cfg),
+            "steps": result.steps_done,
             "trained": result.eval_metrics, "baseline": baseline,
             "train_s": result.seconds, "train_cpu_s": cpu_s, "build_s": build_s,
             "s_per_step": result.seconds / max(result.steps_done, 1),
@@ -188,11 +190,22 @@ def parse_set(p: argparse.ArgumentParser, items: list[str]) -> dict:
     return out
 
 
+def settings_of(cfg: Any) -> dict:
+    """A recipe's resolved settings without its seed, as JSON gives them back (tuples become
+    lists): what two seeds of one outcome must share."""
+    from dataclasses import asdict
+
+    out = json.loads(json.dumps(asdict(cfg)))
+    out.pop("seed", None)
+    return out
+
+
 def merge_saved(saved: Path, name: str, r: dict, seed: int | None) -> None:
     """Read-modify-write ``saved`` under an exclusive lock (bench processes may share it):
     a single-seed run replaces ``name``'s entry; a seeded run goes into ``name``'s ``runs``
     under its seed, next to the other seeds' runs, which must be of the same preset and
-    overrides (else a ValueError: the seeds would not be comparable)."""
+    overrides, and of the same resolved settings (a preset edited between two runs changes
+    them), else a ValueError: the seeds would not be comparable."""
     import fcntl
 
     saved.parent.mkdir(parents=True, exist_ok=True)
@@ -209,9 +222,19 @@ def merge_saved(saved: Path, name: str, r: dict, seed: int | None) -> None:
                     f"{saved} holds {name} runs of preset {entry['preset']!r} with "
                     f"overrides {entry['overrides']} (seeds {sorted(entry['runs'], key=int)}),"
                     f" not {r['preset']!r} with {r['overrides']}: use another --out")
+            mine, theirs = r.get("settings"), entry.get("settings")
+            differ = ([] if mine is None or theirs is None else
+                      sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k)))
+            if "runs" in entry and differ:
+                raise ValueError(
+                    f"{saved} holds {name} runs (seeds {sorted(entry['runs'], key=int)}) whose "
+                    f"settings differ from this run's in {differ} (the preset "
+                    f"{entry['preset']!r} changed between them?): use another --out")
             if "runs" not in entry:  # none yet, or a single-seed entry: start the seeds
                 entry = {"recipe": r["recipe"], "preset": r["preset"],
                          "overrides": r["overrides"], "runs": {}}
+            if mine is not None and entry.get("settings") is None:
+                entry["settings"] = mine
             entry["runs"][str(seed)] = r
             merged[name] = entry
         tmp = saved.with_suffix(".tmp")

@@ -192,6 +192,33 @@ def test_merge_refuses_runs_of_another_setting(tmp_path):
         m.merge_saved(saved, "dino-shapes", {**base, "overrides": {"lr": 1e-3}}, 13)
 
 
+def test_merge_refuses_seeds_whose_resolved_settings_differ(tmp_path):
+    """The same preset name and overrides but a preset edited in between (here its steps):
+    the saved settings differ, and the error names the setting that changed."""
+    m = load_script()
+    saved = tmp_path / "outcomes.json"
+    settings = {"steps": 1200, "lr": 2e-3, "local_scale": [0.05, 0.4]}
+    base = {"recipe": "clip", "preset": "cpu", "overrides": {}, "trained": {}, "baseline": {},
+            "settings": settings}
+    m.merge_saved(saved, "clip", base, 21)
+    m.merge_saved(saved, "clip", dict(base), 22)  # the same settings: merged
+    assert json.loads(saved.read_text())["clip"]["settings"] == settings
+    with pytest.raises(ValueError, match=r"settings differ from this run's in \['steps'\]"):
+        m.merge_saved(saved, "clip", {**base, "settings": {**settings, "steps": 3000}}, 31)
+    assert sorted(json.loads(saved.read_text())["clip"]["runs"]) == ["21", "22"]
+
+
+def test_settings_of_drops_the_seed_and_round_trips_through_json():
+    from minitransformer.train import make_recipe
+
+    m = load_script()
+    cfg = make_recipe("dino", preset="tiny-shapes", seed=5).cfg
+    s = m.settings_of(cfg)
+    assert "seed" not in s and s["steps"] == cfg.steps
+    assert s["local_scale"] == list(cfg.local_scale)  # a tuple, as JSON gives it back
+    assert json.loads(json.dumps(s)) == s
+
+
 def test_usage_errors(tmp_path):
     r = run("dino", "--seeds", "1", "1", "--out", str(tmp_path))
     assert r.returncode == 2 and "repeated seeds" in r.stderr
