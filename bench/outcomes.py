@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import numpy as np
+
     import minitransformer as mt
     from minitransformer.train import make_recipe, train
 
@@ -150,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             "train_s": result.seconds, "train_cpu_s": cpu_s, "build_s": build_s,
             "s_per_step": result.seconds / max(result.steps_done, 1),
             "device": args.device, "threads": args.threads,
+            # the fused CPU kernels compiled by Numba, or their NumPy calls (float32 rounding
+            # and speed differ a little between the two)
+            "numba": mt.functional.numba_kernels_for(np.zeros(1, np.float32)) is not None,
         }
 
     with threadpool_limits(limits=args.threads):
