@@ -373,7 +373,8 @@ def seeds_table(results: dict[str, dict], names: list[str], seeds: list[int] | N
 # the metrics the summary shows per outcome: the ones its bars are about
 HEADLINE: dict[str, tuple[str, ...]] = {
     "supervised": ("test_acc",), "mlm": ("ratio_to_unigram",),
-    "mim": ("probe_acc", "patch_seg_miou"), "clip": ("zero_shot_shape", "zero_shot_colour"),
+    "mim": ("test_loss", "probe_acc", "patch_seg_miou"),
+    "clip": ("zero_shot_shape", "zero_shot_colour"),
     "dino": ("knn_acc",), "dino-shapes": ("attn_iou_best_head",),
     "dinov2": ("patch_seg_miou",),
 }
