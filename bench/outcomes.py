@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu_s = time.process_time() - cpu0
         return {
             "recipe": recipe_name, "preset": preset, "seed": recipe.cfg.seed,
-            "overrides": overrides, "settings": settings_of(recipe.cfg),
+            "overrides": overrides, "settings": settings_of(recipe),
             "steps": result.steps_done,
             "trained": result.eval_metrics, "baseline": baseline,
             "train_s": result.seconds, "train_cpu_s": cpu_s, "build_s": build_s,
@@ -195,13 +195,12 @@ def parse_set(p: argparse.ArgumentParser, items: list[str]) -> dict:
     return out
 
 
-def settings_of(cfg: Any) -> dict:
-    """A recipe's resolved settings without its seed, as JSON gives them back (tuples become
-    lists): what two seeds of one outcome must share."""
-    from dataclasses import asdict
-
-    out = json.loads(json.dumps(asdict(cfg)))
+def settings_of(recipe: Any) -> dict:
+    """A recipe's resolved settings (``recipe.config()``) without its seed and preset name, as
+    JSON gives them back (tuples become lists): what two seeds of one outcome must share."""
+    out = json.loads(json.dumps(recipe.config()))
     out.pop("seed", None)
+    out.pop("preset", None)  # recorded beside them, and compared on its own
     return out
 
 

@@ -212,8 +212,9 @@ def test_settings_of_drops_the_seed_and_round_trips_through_json():
     from minitransformer.train import make_recipe
 
     m = load_script()
-    cfg = make_recipe("dino", preset="tiny-shapes", seed=5).cfg
-    s = m.settings_of(cfg)
+    recipe = make_recipe("dino", preset="tiny-shapes", seed=5)
+    cfg = recipe.cfg
+    s = m.settings_of(recipe)
     assert "seed" not in s and s["steps"] == cfg.steps
     assert s["local_scale"] == list(cfg.local_scale)  # a tuple, as JSON gives it back
     assert json.loads(json.dumps(s)) == s

@@ -465,10 +465,15 @@ def test_cli_two_ranks(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, MINITRANSFORMER_NUMBA="0")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [_mpiexec(), "-n", "2", sys.executable, "-m", "minitransformer", "train", "supervised",
-         "--preset", "tiny", "--steps", "2", "--set", "batch_size=8", "--out", str(out),
-         "--no-progress"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    def two_ranks(*argv: str) -> subprocess.CompletedProcess:
+        """``mpiexec -n 2 python -m minitransformer ARGV``, output captured."""
+        return subprocess.run(
+            [_mpiexec(), "-n", "2", sys.executable, "-m", "minitransformer", *argv], env=env,
+            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    proc = two_ranks("train", "supervised", "--preset", "tiny", "--steps", "2", "--set",
+                     "batch_size=8", "--out", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("supervised: done at step 2") == 1  # rank 0 alone prints
     assert "on 2 ranks" in proc.stdout
@@ -477,20 +482,16 @@ def test_cli_two_ranks(tmp_path):
     assert meta["world_size"] == 2
     assert main(["train", "supervised", "--out", str(out), "--resume", "--no-progress"]) == 2
     # a global batch the ranks do not divide: exit 2 on every rank, the error said once
-    proc = subprocess.run(
-        [_mpiexec(), "-n", "2", sys.executable, "-m", "minitransformer", "train", "supervised",
-         "--preset", "tiny", "--set", "batch_size=7", "--out", str(tmp_path / "odd")],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = two_ranks("train", "supervised", "--preset", "tiny", "--set", "batch_size=7",
+                     "--out", str(tmp_path / "odd"))
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("minitransformer: error:") == 1, proc.stderr
     assert "batch_size=7 (the global batch) must be a multiple of the number of ranks, 2" \
         in proc.stderr
     assert not (tmp_path / "odd").exists()  # refused before the --out folder is made
     # more than the 1,293 digits: each step would draw all 1,293, which 2 ranks cannot split
-    proc = subprocess.run(
-        [_mpiexec(), "-n", "2", sys.executable, "-m", "minitransformer", "train", "supervised",
-         "--preset", "tiny", "--set", "batch_size=1294", "--out", str(tmp_path / "big")],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = two_ranks("train", "supervised", "--preset", "tiny", "--set", "batch_size=1294",
+                     "--out", str(tmp_path / "big"))
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("minitransformer: error:") == 1, proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr  # one line, no traceback
@@ -498,9 +499,7 @@ def test_cli_two_ranks(tmp_path):
     assert not (tmp_path / "big").exists()
     # the demo writes pictures, eval and list print: one process only (said once)
     for argv in (["demo", "--out", str(tmp_path / "demo")], ["eval", str(out)], ["list"]):
-        proc = subprocess.run(
-            [_mpiexec(), "-n", "2", sys.executable, "-m", "minitransformer", *argv], env=env,
-            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        proc = two_ranks(*argv)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count(f"{argv[0]} runs in one process") == 1, proc.stderr
         assert proc.stdout == "", proc.stdout
